@@ -1,0 +1,102 @@
+"""Benchmark: train N evaluation ConvNets one after another vs as one vectorised torch.func ensemble.
+
+CIFAR-shaped fake data (10 classes, 3x32x32, random pixels: only the speed matters here), the DC evaluation
+protocol (SGD, batch 256, DSA in random mode on every batch), ``--epochs`` epochs (+1, as the protocol), then
+one test pass over ``--test`` images. Both paths use the same nets and generators, so they do the same work;
+the script also prints the largest per-member weight difference between them.
+
+    python bench/bench_eval.py                       # CPU, 10 ConvNets, ipc 10, 2(+1) epochs, 500 test
+    python bench/bench_eval.py --device cuda --epochs 50 --ipc 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import types
+
+import torch
+
+from ddcore.config import ComponentRef
+from ddcore.context import BuildContext
+from ddcore.data.store import ClassIndexedData
+from ddcore.evaluation.ensemble import ensemble_accuracy, train_ensemble
+from ddcore.evaluation.train import evaluate_accuracy, train_classifier
+from ddcore.plugins import PluginHost
+from ddcore.types import DatasetInfo
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--arch", default="ConvNet")
+    p.add_argument("--num-models", type=int, default=10)
+    p.add_argument("--ipc", type=int, default=10, help="synthetic images per class (10 classes)")
+    p.add_argument("--epochs", type=int, default=2, help="Epoch of the protocol (epochs + 1 are trained)")
+    p.add_argument("--test", type=int, default=500, help="test images")
+    p.add_argument("--no-augment", action="store_true", help="train without DSA")
+    args = p.parse_args()
+
+    device = torch.device(args.device)
+    info = DatasetInfo("cifar-shaped", 10, 3, 32, 32, (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
+    g = torch.Generator().manual_seed(0)
+    test_labels = torch.arange(args.test) % 10
+    test = ClassIndexedData(torch.randint(0, 256, (args.test, 3, 32, 32), generator=g, dtype=torch.uint8),
+                            test_labels, info, device)
+    host = PluginHost(autoload=False)
+    build = BuildContext(recipe=types.SimpleNamespace(backbone=ComponentRef(args.arch)), registry=host.registry,
+                         info=info, device=device, seed=0, train=test, test_loader=lambda: test, cache_dir=".")
+    if not args.no_augment:
+        build.augmentations = [build.make_component("augmentation", "dsa")]
+    images = torch.randn(10 * args.ipc, 3, 32, 32, generator=g).to(device)
+    labels = torch.arange(10).repeat_interleave(args.ipc).to(device)
+    kwargs = dict(epochs=args.epochs, batch_size=256)
+
+    def setup():
+        nets = [build.make_backbone(args.arch, seed_key=i) for i in range(args.num_models)]
+        gens = [build.generator("bench", i) for i in range(args.num_models)]
+        augs = None if args.no_augment else [(lambda x, g=g: build.augment_random(x, g)) for g in gens]
+        return nets, gens, augs
+
+    # warm-up (kernel selection, allocator) on a separate pair of nets
+    nets, gens, augs = setup()
+    train_classifier(nets[0], images, labels, generator=gens[0], augment=augs and augs[0], epochs=0)
+    train_ensemble(nets[:2], images, labels, generators=gens[:2], augments=augs and augs[:2], epochs=0)
+
+    nets, gens, augs = setup()
+    sync(device)
+    t0, c0 = time.perf_counter(), time.process_time()
+    for i, net in enumerate(nets):
+        train_classifier(net, images, labels, generator=gens[i], augment=augs and augs[i], **kwargs)
+    seq_acc = [evaluate_accuracy(net, test) for net in nets]
+    sync(device)
+    t_seq, c_seq = time.perf_counter() - t0, time.process_time() - c0
+
+    ens_nets, gens, augs = setup()
+    sync(device)
+    t0, c0 = time.perf_counter(), time.process_time()
+    ens = train_ensemble(ens_nets, images, labels, generators=gens, augments=augs, **kwargs)
+    ens_acc = ensemble_accuracy(ens, test).tolist()
+    sync(device)
+    t_ens, c_ens = time.perf_counter() - t0, time.process_time() - c0
+
+    with torch.no_grad():
+        diff = max(float((a - b).abs().max()) for s, e in zip(nets, ens_nets)
+                   for a, b in zip(s.parameters(), e.parameters()))
+    acc_diff = max(abs(a - b) for a, b in zip(seq_acc, ens_acc))
+    steps = (args.epochs + 1) * -(-10 * args.ipc // 256)
+    print(f"device={device} arch={args.arch} models={args.num_models} ipc={args.ipc} epochs={args.epochs}+1 "
+          f"steps/model={steps} test={args.test} augment={not args.no_augment} threads={torch.get_num_threads()}")
+    print(f"sequential: {t_seq:8.2f} s wall {c_seq:8.2f} s process CPU")
+    print(f"ensemble:   {t_ens:8.2f} s wall {c_ens:8.2f} s process CPU")
+    print(f"speed-up (sequential / ensemble): {t_seq / t_ens:.2f}x wall, {c_seq / c_ens:.2f}x process CPU")
+    print(f"max |weight difference| sequential vs ensemble: {diff:.2e}; max |accuracy difference|: {acc_diff:.4f}")
+
+
+if __name__ == "__main__":
+    main()

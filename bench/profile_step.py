@@ -1,0 +1,65 @@
+"""Profile one DM distillation step (the engine's ``Run.step``) with ``torch.profiler`` under each hot-path switch.
+
+    python bench/profile_step.py [--device cpu|cuda] [--batch-real 256] [--steps 2] [--top 12]
+
+Variants: fp32 (faithful default), ``[run] precision = "bf16"`` (autocast of the objective terms' forward passes),
+``channels_last = true``, and ``precision = "tf32"`` (CUDA matmul/cuDNN TF32; a no-op on CPU). For each it prints the
+profiled wall time per step and the top operators by self time, and writes everything to
+``bench/results/profile_<device>.txt``. Real data are uint8 on the device and normalised by one fused ``addcmul`` in
+every variant (``ClassIndexedData.normalize``), which shows up as ``aten::addcmul`` in the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from run_all import Method, build_run, load_recipe_dict, sync  # noqa: E402
+
+VARIANTS = {"fp32": {}, "bf16": {"precision": "bf16"}, "channels_last": {"channels_last": True},
+            "tf32": {"precision": "tf32"}}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch-real", type=int, default=256)
+    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--top", type=int, default=12)
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    args = p.parse_args()
+    device = torch.device(args.device)
+    method = Method("dm", "DM", "dm.toml", ("ddcore_dm",))
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    report = []
+    for name in args.variants.split(","):
+        run = build_run(load_recipe_dict(method, args.batch_real, False, VARIANTS[name]), device)
+        run.step(0)  # warm-up
+        sync(device)
+        with profile(activities=activities) as prof:
+            t0 = time.perf_counter()
+            for i in range(1, args.steps + 1):
+                run.step(i)
+            sync(device)
+            per_step = (time.perf_counter() - t0) / args.steps
+        table = prof.key_averages().table(sort_by=sort, row_limit=args.top)
+        text = f"== {name}: {per_step:.3f} s/step (profiled, batch_real {args.batch_real}/class, {device})\n{table}\n"
+        print(text)
+        report.append(text)
+    out = HERE / "results" / f"profile_{device.type}.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(report))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

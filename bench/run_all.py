@@ -1,0 +1,343 @@
+"""Run every distillation-step benchmark side by side with its naive reference; write bench/results/<device>.json.
+
+    python bench/run_all.py [--device cpu|cuda] [--quick] [--methods dm,idm,...] [--steps N]
+
+For each method (DM, IDM, IDM+IID, DSA, DCC, KRR-ST) the ddcore side is the engine's own step (``Run.step``: sampler,
+real draw, expansion, siamese DSA, objective terms, optimiser, ``after_step``) built from the method's recipe in
+``recipes/`` at paper settings (batch_real 256 per class, ConvNet-3 width 128, ipc 10, CIFAR-10 shape); the naive
+side is the official-structure loop in ``bench/naive.py``. Both run in this one process, one after the other, on
+the same data: steps/s is 1 / median step time over ``--steps`` timed steps after one warm-up step. Peak memory is
+``torch.cuda.max_memory_allocated`` per side on CUDA; on CPU it is the process's RSS high-water mark
+(``resource.getrusage``) read after each side — the ddcore side runs first, so the naive figure is a high-water mark
+over both (it can only hide a naive side that is *smaller*).
+
+Data: CIFAR-10-shaped random uint8 images (500 per class; only speed matters) unless ``$DDCORE_DATA/cifar10-jpeg``
+exists, in which case the recipe's real data are used. A method whose plugin (or recipe) is not installed is skipped
+with a printed note. ``--quick`` uses batch_real 64 and 2 timed steps (a smoke run, not the table).
+
+Also measured for DM: the recipe switches ``[run] precision = "bf16" | "tf32"`` and ``channels_last = true``
+(ddcore side only, ratio to the fp32 ddcore step), and the evaluation benchmark of ``bench/bench_eval.py``
+(imported) when ``--eval`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import io
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import attrs
+import torch
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import ddcore  # noqa: E402
+from ddcore.components import DataSource  # noqa: E402
+from ddcore.config import option, positive  # noqa: E402
+from ddcore.types import DatasetInfo  # noqa: E402
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2023, 0.1994, 0.2010)
+
+
+# -- data: a registered data source of CIFAR-shaped random images -------------------------------------------
+@attrs.define(frozen=True, kw_only=True)
+class RandomCifarConfig:
+    num_classes: int = option(10, "Classes.", validator=positive)
+    per_class: int = option(500, "Training images per class.", validator=positive)
+
+
+class RandomCifar(DataSource):
+    """CIFAR-10-shaped uniform random uint8 images (3x32x32), ``per_class`` per class; a fixed seed."""
+
+    def info(self):
+        return DatasetInfo("random-cifar", self.config.num_classes, 3, 32, 32, CIFAR_MEAN, CIFAR_STD)
+
+    def load(self, split):
+        g = torch.Generator().manual_seed(0 if split == "train" else 1)
+        n = self.config.per_class * self.config.num_classes if split == "train" else 200
+        labels = torch.arange(n) % self.config.num_classes
+        return torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8), labels
+
+
+class BenchPlugin:
+    @ddcore.hookimpl
+    def ddcore_register_data_sources(self, registry):
+        registry.add("bench_random_cifar", RandomCifar, config=RandomCifarConfig)
+
+
+# -- methods -------------------------------------------------------------------------------------------------
+@attrs.define
+class Method:
+    key: str
+    title: str
+    recipe: str
+    plugins: tuple[str, ...]
+    naive: Optional[Callable] = None  # (data, info, image_syn, ipc, batch_real, device) -> object with .step(it)
+    changes: Callable[[dict], None] = lambda r: None
+    note: str = ""
+
+
+def _drop_objective(name: str):
+    def change(r: dict) -> None:
+        r["objective"] = [o for o in r["objective"] if o.get("name") != name]
+    return change
+
+
+#: IDM queue training per step (sampler.model_train_steps; paper C10 ipc 10: 10); --queue-train-steps changes it.
+QUEUE_STEPS = 10
+
+
+def _queue_steps(r: dict) -> None:
+    r["sampler"]["model_train_steps"] = QUEUE_STEPS
+
+
+def methods() -> list[Method]:
+    import naive
+
+    return [
+        Method("dm", "DM", "dm.toml", ("ddcore_dm",), lambda *a: naive.NaiveDM(*a)),
+        Method("idm", "IDM", "idm.toml", ("ddcore_dm", "ddcore_idm"),
+               lambda *a: naive.NaiveIDM(*a, train_steps=QUEUE_STEPS), _queue_steps),
+        Method("idm_iid", "IDM+IID", "idm_iid.toml", ("ddcore_dm", "ddcore_idm", "ddcore_iid"),
+               lambda *a: naive.NaiveIDM(*a, cov_weight=0.03, train_steps=QUEUE_STEPS),
+               lambda r: (_drop_objective("class_centralization")(r), _queue_steps(r)),
+               "class_centralization left out on both sides (its pretrained ResNet18 pool takes hours to train "
+               "on CPU); covariance_matching included"),
+        Method("dsa", "DSA", "dsa.toml", ("ddcore_dcc",), lambda *a: naive.NaiveDSA(*a)),
+        Method("dcc", "DCC", "dcc.toml", ("ddcore_dcc",), lambda *a: naive.NaiveDSA(*a, collective=True,
+                                                                                     augment=False)),
+        Method("krr_st", "KRR-ST", "krr_st.toml", ("ddcore_krr",), None,
+               note="no naive reference written (the official KRR-ST code is JAX-free PyTorch with a "
+                    "different structure); ddcore step only"),
+    ]
+
+
+# -- helpers -------------------------------------------------------------------------------------------------
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def time_steps(step: Callable[[int], Any], n: int, device: torch.device, warmup: int = 1) -> list[float]:
+    times = []
+    for i in range(warmup + n):
+        sync(device)
+        t0 = time.perf_counter()
+        step(i)
+        sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+def load_recipe_dict(method: Method, batch_real: int, use_real_data: bool, run_changes: dict) -> dict:
+    import tomllib
+
+    r = tomllib.loads((ROOT / "recipes" / method.recipe).read_text())
+    if not use_real_data:
+        r["data"] = {"name": "bench_random_cifar"}
+    r.pop("eval", None)
+    r["real"] = {**r.get("real", {}), "batch": batch_real}
+    r["run"] = {**r.get("run", {}), "iterations": 10**6, "progress": False, "checkpoint_every": 0, **run_changes}
+    method.changes(r)
+    return r
+
+
+def build_run(recipe: dict, device: torch.device):
+    from ddcore.engine import Run
+    from ddcore.plugins import PluginHost
+    from ddcore.recipe import parse_recipe
+
+    run = Run(parse_recipe(recipe), host=PluginHost(extra=[BenchPlugin()]), out_dir=None, device=str(device),
+              progress=False, log=lambda *_: None)
+    return run.build()
+
+
+def bench_ddcore(recipe: dict, device: torch.device, steps: int) -> dict[str, Any]:
+    reset_peak(device)
+    run = build_run(recipe, device)
+    losses = []
+
+    def one(i):
+        loss, _ = run.step(i)
+        losses.append(loss)
+
+    times = time_steps(one, steps, device)
+    return {"steps_per_s": 1.0 / statistics.median(times), "step_s": times, "peak_mb": peak_memory_mb(device),
+            "first_loss": float(losses[0]), "run": run}
+
+
+def bench_naive(method: Method, run, device: torch.device, batch_real: int, steps: int) -> dict[str, Any]:
+    import naive
+
+    reset_peak(device)
+    data = naive.OfficialData(run.build_ctx.train, device)
+    info = run.build_ctx.info
+    ipc = run.recipe.synset.options.get("ipc", 10)
+    g = torch.Generator().manual_seed(0)
+    image_syn = torch.randn(info.num_classes * ipc, *info.image_shape, generator=g).to(device)
+    ref = method.naive(data, info, image_syn, ipc, batch_real, device)
+    times = time_steps(ref.step, steps, device)
+    return {"steps_per_s": 1.0 / statistics.median(times), "step_s": times, "peak_mb": peak_memory_mb(device)}
+
+
+def installed(modules: tuple[str, ...]) -> Optional[str]:
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    return ", ".join(missing) if missing else None
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{model or platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+
+
+def run_eval_bench(device: torch.device, quick: bool) -> dict[str, Any]:
+    """bench/bench_eval.py (imported): sequential vs vectorised-ensemble evaluation of 10 ConvNets."""
+    spec = importlib.util.spec_from_file_location("bench_eval", HERE / "bench_eval.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    argv = ["bench_eval.py", "--device", str(device), "--epochs", "1" if quick else "4"]
+    buf = io.StringIO()
+    saved = sys.argv
+    try:
+        sys.argv = argv
+        with contextlib.redirect_stdout(buf):
+            mod.main()
+    finally:
+        sys.argv = saved
+    text = buf.getvalue()
+    print(text, end="")
+    out: dict[str, Any] = {"command": " ".join(["python bench/bench_eval.py", *argv[1:]]), "output": text}
+    for line in text.splitlines():
+        if line.startswith("sequential:"):
+            out["sequential_s"] = float(line.split()[1])
+        elif line.startswith("ensemble:"):
+            out["ensemble_s"] = float(line.split()[1])
+    if "sequential_s" in out and "ensemble_s" in out:
+        out["ratio"] = out["sequential_s"] / out["ensemble_s"]
+    return out
+
+
+# -- main ----------------------------------------------------------------------------------------------------
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--quick", action="store_true", help="batch_real 64, 2 timed steps (smoke run)")
+    p.add_argument("--methods", default="dm,idm,idm_iid,dsa,dcc,krr_st")
+    p.add_argument("--steps", type=int, default=0, help="timed steps per side (default 3; quick 2)")
+    p.add_argument("--batch-real", type=int, default=0, help="real images per class (default 256; quick 64)")
+    p.add_argument("--no-switches", action="store_true", help="skip the precision/channels_last DM variants")
+    p.add_argument("--queue-train-steps", type=int, default=10,
+                   help="IDM queue SGD steps per iteration on both sides (paper: 10; fewer keeps CPU runs short)")
+    p.add_argument("--eval", action="store_true", help="also run bench/bench_eval.py (imported)")
+    p.add_argument("--out", type=Path, default=None, help="results file (default bench/results/<device>.json)")
+    args = p.parse_args()
+
+    global QUEUE_STEPS
+    QUEUE_STEPS = args.queue_train_steps
+    device = torch.device(args.device)
+    steps = args.steps or (2 if args.quick else 3)
+    batch_real = args.batch_real or (64 if args.quick else 256)
+    data_root = os.environ.get("DDCORE_DATA")
+    use_real = bool(data_root) and (Path(data_root) / "cifar10-jpeg").exists()
+    wanted = [m.strip() for m in args.methods.split(",") if m.strip()]
+    print(f"device: {device} = {device_name(device)}; torch {torch.__version__}; batch_real {batch_real}/class; "
+          f"{steps} timed steps after 1 warm-up; data: {'cifar10-jpeg' if use_real else 'random CIFAR-10-shaped'}")
+    results: dict[str, Any] = {
+        "device": str(device), "device_name": device_name(device), "torch": torch.__version__,
+        "batch_real": batch_real, "timed_steps": steps, "quick": args.quick, "idm_queue_train_steps": QUEUE_STEPS,
+        "data": "cifar10-jpeg" if use_real else "random-cifar10-shaped", "methods": {}, "switches": {},
+        "command": " ".join(["python", "bench/run_all.py", *sys.argv[1:]]),
+        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+    }
+    out = args.out or HERE / "results" / f"{device.type}{'-quick' if args.quick else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after every method, so an interrupted run keeps what it measured
+        out.write_text(json.dumps(results, indent=2))
+
+    for method in methods():
+        save()
+        if method.key not in wanted:
+            continue
+        missing = installed(method.plugins)
+        if missing or not (ROOT / "recipes" / method.recipe).exists():
+            why = f"plugin module(s) not installed: {missing}" if missing else f"recipes/{method.recipe} not found"
+            print(f"[skip] {method.title}: {why}")
+            results["methods"][method.key] = {"title": method.title, "skipped": why}
+            continue
+        recipe = load_recipe_dict(method, batch_real, use_real, {})
+        try:
+            ours = bench_ddcore(recipe, device, steps)
+        except Exception as exc:  # a plugin still being written must not stop the others
+            why = f"ddcore step failed: {type(exc).__name__}: {exc}"
+            print(f"[skip] {method.title}: {why}")
+            results["methods"][method.key] = {"title": method.title, "skipped": why}
+            continue
+        entry = {"title": method.title, "ddcore": {k: v for k, v in ours.items() if k != "run"}, "note": method.note}
+        line = f"{method.title:8s} ddcore {ours['steps_per_s']:8.3f} steps/s  peak {ours['peak_mb']:8.0f} MB"
+        if method.naive is not None:
+            ref = bench_naive(method, ours["run"], device, batch_real, steps)
+            entry["naive"] = ref
+            entry["ratio"] = ours["steps_per_s"] / ref["steps_per_s"]
+            line += (f" | naive {ref['steps_per_s']:8.3f} steps/s  peak {ref['peak_mb']:8.0f} MB"
+                     f" | ratio {entry['ratio']:.2f}x")
+        print(line + (f"  ({method.note})" if method.note else ""))
+        results["methods"][method.key] = entry
+        if method.key == "dm" and not args.no_switches:
+            base = ours["steps_per_s"]
+            variants = {"bf16": {"precision": "bf16"}, "channels_last": {"channels_last": True},
+                        "tf32": {"precision": "tf32"}}
+            for name, change in variants.items():
+                save()
+                try:
+                    var = bench_ddcore(load_recipe_dict(method, batch_real, use_real, change), device, steps)
+                except Exception as exc:
+                    results["switches"][name] = {"failed": f"{type(exc).__name__}: {exc}"}
+                    print(f"  DM switch {name}: failed ({type(exc).__name__}: {exc})")
+                    continue
+                rel_loss = abs(var["first_loss"] - ours["first_loss"]) / max(abs(ours["first_loss"]), 1e-12)
+                results["switches"][name] = {"steps_per_s": var["steps_per_s"], "ratio_vs_fp32": var["steps_per_s"] / base,
+                                             "step_s": var["step_s"], "first_step_loss_rel_diff": rel_loss}
+                print(f"  DM switch {name:13s} {var['steps_per_s']:8.3f} steps/s  {var['steps_per_s'] / base:.2f}x of "
+                      f"fp32  (first-step loss rel. diff {rel_loss:.1e})")
+        del ours
+    if args.eval:
+        results["eval"] = run_eval_bench(device, args.quick)
+    save()
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+import sys
+
+from ddcore.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Built-in components, registered as internal plugins through the same hooks third parties use."""

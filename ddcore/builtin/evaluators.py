@@ -1,0 +1,179 @@
+"""Built-in evaluator ``train_from_scratch``: the DC-family protocol (``evaluate_synset``).
+
+For every architecture in ``models``, ``num_models`` fresh networks are trained on the synthetic set with
+SGD for ``epochs + 1`` epochs (lr x0.1 after epoch ``epochs // 2 + 1``, momentum reset), with the run's
+siamese augmentations in random mode on every batch (DSA at train time), then tested once on the test split.
+Networks without running statistics are trained as one vectorised ensemble (``vectorize``); BatchNorm nets
+one after another. Accuracies are reported in percent.
+
+Seeding: network ``i`` of architecture ``arch`` for evaluation seed ``seed`` is initialised from
+``build.make_backbone(arch, seed_key=(seed, i))``; its shuffling and augmentation draws come from
+``build.generator("eval", arch, seed, i)``. The ensemble and the sequential path consume these streams in
+the same order, so both train the same networks (up to floating-point differences).
+
+Architecture names are used as listed (``ConvNetBN`` stays a BN net: the recipe author lists what to
+evaluate; the reference's mode 'S' would strip the suffix).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import attrs
+import numpy as np
+import torch
+
+import ddcore
+from ddcore.components import Evaluator
+from ddcore.config import non_negative, option, positive
+from ddcore.errors import RecipeError, UserError
+from ddcore.evaluation.ensemble import can_vectorize, ensemble_accuracy, train_ensemble
+from ddcore.evaluation.train import LOSSES, evaluate_accuracy, train_classifier
+from ddcore.types import SynBatch
+
+
+@attrs.define(frozen=True, kw_only=True)
+class TrainFromScratchConfig:
+    """Options of the ``train_from_scratch`` evaluator (defaults: the DC/DSA/DM evaluation protocol)."""
+
+    models: list[str] = option(
+        attrs.NOTHING, "Architectures to evaluate (registered backbone names), used as listed.",
+        factory=lambda: ["ConvNet"],
+    )
+    num_models: int = option(5, "Fresh networks trained per architecture (num_eval).", validator=positive)
+    epochs: int = option(1000, "Epoch of the reference: epochs + 1 epochs are trained (epoch_eval_train).",
+                         validator=non_negative)
+    lr: float = option(0.01, "SGD learning rate (lr_net); x0.1 after epoch epochs // 2 + 1.")
+    momentum: float = option(0.9, "SGD momentum (reset when the lr decays).")
+    weight_decay: float = option(5e-4, "SGD weight decay.")
+    batch_size: int = option(256, "Training batch size (batch_train).", validator=positive)
+    augment: bool = option(True, "Augment every training batch with the run's siamese augmentations in "
+                                 "random mode (DSA at train time).")
+    loss: str = option("auto", "Training loss: auto = ce for hard labels, soft_ce for [N, K] soft labels.",
+                       choices=("auto",) + LOSSES)
+    test_limit: int = option(0, "Test images used: 0 = the whole test split, else a deterministic "
+                                "class-balanced subset (the first images of every class).",
+                             validator=non_negative)
+    test_batch_size: int = option(1024, "Test batch size (images per forward pass).", validator=positive)
+    vectorize: str = option("auto", "Train the networks of one architecture as one vectorised torch.func "
+                                    "ensemble (nets without running statistics only): 'on', 'off', or 'auto' = on "
+                                    "for CUDA, off on CPU (measured slower there: bench/bench_eval.py).",
+                            choices=("auto", "on", "off"))
+    max_parallel: int = option(0, "Most networks in one vectorised ensemble (0 = all num_models).",
+                               validator=non_negative)
+    baselines: list[str] = option(
+        attrs.NOTHING, "Same-budget baselines the engine also evaluates (random, herding, ...).",
+        factory=lambda: ["random"],
+    )
+
+
+class TrainFromScratch(Evaluator):
+    """Train fresh networks on the synthetic set (DC protocol) and report their test accuracy in percent."""
+
+    def __init__(self, config: TrainFromScratchConfig, build):
+        super().__init__(config, build)
+        if not config.models:
+            raise RecipeError("needs at least one architecture", key="eval.models")
+        for i, name in enumerate(config.models):
+            build.registry.get("backbone", name, key=f"eval.models[{i}]")
+        self._vectorize = config.vectorize == "on" or (config.vectorize == "auto" and build.device.type == "cuda")
+
+    # -- helpers ------------------------------------------------------------------------------------
+    def _loss_for(self, synset: SynBatch) -> tuple[torch.Tensor, str]:
+        labels = synset.labels
+        if labels is None:
+            raise UserError("eval 'train_from_scratch': the synthetic set has no labels (self-supervised "
+                            "sets need a different evaluator)")
+        hard = labels.dtype == torch.int64 and labels.ndim == 1
+        if self.config.loss == "auto":
+            return labels, "ce" if hard else "soft_ce"
+        return labels, self.config.loss
+
+    def _augment(self, generator: torch.Generator):
+        if not (self.config.augment and self.build.siamese_augmentations):
+            return None
+        build = self.build
+        return lambda x: build.augment_random(x, generator)
+
+    def _train_and_test(self, arch: str, images, labels, loss: str, seed: int,
+                        indices: Optional[Sequence[int]] = None) -> list[float]:
+        """Accuracies (percent) of models ``indices`` (default: all ``num_models``) of ``arch``, in that order."""
+        cfg = self.config
+        indices = list(range(cfg.num_models)) if indices is None else list(indices)
+        build = self.build
+        train_kwargs = dict(
+            epochs=cfg.epochs, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+            batch_size=cfg.batch_size, loss=loss,
+        )
+        accs: list[torch.Tensor | float] = []
+        group = cfg.max_parallel or cfg.num_models
+        for lo in range(0, len(indices), group):
+            members = indices[lo:lo + group]
+            nets = [build.make_backbone(arch, seed_key=(seed, i)) for i in members]
+            gens = [build.generator("eval", arch, seed, i) for i in members]
+            augs = [self._augment(g) for g in gens]
+            if self._vectorize and can_vectorize(nets):
+                ens = train_ensemble(
+                    nets, images, labels, generators=gens,
+                    augments=None if augs[0] is None else augs, write_back=False, **train_kwargs,
+                )
+                accs.extend(ensemble_accuracy(ens, build.test, cfg.test_batch_size, limit=cfg.test_limit).tolist())
+            else:
+                for net, g, aug in zip(nets, gens, augs):
+                    train_classifier(net, images, labels, generator=g, augment=aug, **train_kwargs)
+                    accs.append(evaluate_accuracy(net, build.test, cfg.test_batch_size, limit=cfg.test_limit))
+        return [100.0 * float(a) for a in accs]
+
+    # -- sharded evaluation (ddcore.distributed deals units to ranks) ---------------------------------
+    def units(self) -> list[tuple[str, int]]:
+        """The independent pieces of one evaluation: ``(architecture, model index)``."""
+        return [(arch, i) for arch in self.config.models for i in range(self.config.num_models)]
+
+    def evaluate_units(self, synset: SynBatch, *, seed: int, units: Sequence[tuple[str, int]]) -> list[float]:
+        """Accuracies (percent) of the given units only; model ``i`` is seeded as in :meth:`evaluate`."""
+        synset = synset.detach().to(self.build.device)
+        labels, loss = self._loss_for(synset)
+        by_arch: dict[str, list[int]] = {}
+        for arch, i in units:
+            by_arch.setdefault(arch, []).append(int(i))
+        values = {}
+        for arch, idx in by_arch.items():
+            for i, v in zip(idx, self._train_and_test(arch, synset.images, labels, loss, seed, indices=idx)):
+                values[(arch, i)] = v
+        return [values[(arch, int(i))] for arch, i in units]
+
+    def summarize(self, synset: SynBatch, results: Sequence[tuple[tuple[str, int], float]]) -> dict[str, Any]:
+        """The :meth:`evaluate` result from every unit's accuracy (units in :meth:`units` order)."""
+        per_model: dict[str, dict[str, Any]] = {}
+        every: list[float] = []
+        for arch in self.config.models:
+            values = [v for (a, _), v in results if a == arch]
+            per_model[arch] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "values": values}
+            every.extend(values)
+        return {"metric": "accuracy", "mean": float(np.mean(every)), "std": float(np.std(every)),
+                "num_models": len(every), "per_model": per_model}
+
+    # -- Evaluator API ------------------------------------------------------------------------------
+    def evaluate(self, synset: SynBatch, *, seed: int) -> dict[str, Any]:
+        """Train ``num_models`` nets per architecture on ``synset`` and test them; accuracies in percent."""
+        synset = synset.detach().to(self.build.device)
+        labels, loss = self._loss_for(synset)
+        images = synset.images
+        per_model: dict[str, dict[str, Any]] = {}
+        every: list[float] = []
+        for arch in self.config.models:
+            values = self._train_and_test(arch, images, labels, loss, seed)
+            per_model[arch] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "values": values}
+            every.extend(values)
+        return {
+            "metric": "accuracy",
+            "mean": float(np.mean(every)),
+            "std": float(np.std(every)),
+            "num_models": len(every),
+            "per_model": per_model,
+        }
+
+
+@ddcore.hookimpl
+def ddcore_register_evaluators(registry):
+    registry.add("train_from_scratch", TrainFromScratch, config=TrainFromScratchConfig)

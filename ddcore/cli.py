@@ -1,0 +1,184 @@
+"""Command line: ``ddcore run | eval | plugins | recipe check | docs | new-plugin``.
+
+Exit codes: 0 success, 2 user error (one line on stderr; ``--debug`` adds the traceback), 1 bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Optional
+
+from ddcore.errors import UserError
+
+
+def _add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe key, e.g. --set synset.ipc=50 --set 'objective[0].weight=0.5' (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ddcore", description="Plugin-extensible dataset distillation.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors too")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="distil a synthetic set from a recipe", description="Run a TOML recipe.")
+    p.add_argument("recipe", help="path to a TOML recipe")
+    _add_set(p)
+    p.add_argument("--out", type=Path, help="output directory (default: runs/<recipe>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (overrides the recipe's device)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("eval", help="re-evaluate a saved synthetic set", description="Evaluate RUN_DIR's synset.")
+    p.add_argument("run_dir", type=Path)
+    _add_set(p)
+    p.add_argument("--device", help="cpu, cuda or cuda:N")
+
+    sub.add_parser("plugins", help="list plugins, distributions, versions and their components")
+
+    p = sub.add_parser("recipe", help="recipe tools")
+    rsub = p.add_subparsers(dest="recipe_command", metavar="SUBCOMMAND")
+    c = rsub.add_parser("check", help="validate a recipe without running it")
+    c.add_argument("recipe")
+    _add_set(c)
+
+    p = sub.add_parser("docs", help="generate docs/hooks.md and docs/recipes.md from the code",
+                       description="Write the hook and recipe references generated from the hook specs and the "
+                                   "registry (ddcore and ddcore-* plugins).")
+    p.add_argument("--out", type=Path, default=Path("docs"), help="output directory (default: docs)")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if the files in --out are stale")
+
+    p = sub.add_parser("new-plugin", help="scaffold a plugin package (ddcore-NAME/)",
+                       description="Create ddcore-NAME/: pyproject with the ddcore entry point, a hookimpl module "
+                                   "registering an objective term, a recipe and a test.")
+    p.add_argument("name", help="plugin name: lower-case letters, digits and underscores, e.g. my_term")
+    p.add_argument("--dir", type=Path, default=Path("."), help="parent directory (default: .)")
+    return parser
+
+
+def cmd_run(args) -> int:
+    from ddcore.distributed import shutdown
+    from ddcore.engine import Run
+
+    out = args.out
+    if out is None:
+        out = Path("runs") / f"{Path(args.recipe).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if args.resume and args.out is None:
+        raise UserError("--resume needs --out DIR (the run to continue)")
+    run = Run.from_file(args.recipe, args.overrides, out_dir=out, device=args.device, resume=args.resume,
+                        progress=False if args.no_progress else None)
+    if run.dist.is_main:
+        print(f"ddcore: run -> {out}")
+    results = run.execute()
+    if results is not None and run.dist.is_main:
+        print(json.dumps({"synset": _summary(results["synset"]),
+                          **{f"baseline_{k}": _summary(v) for k, v in results["baselines"].items()}}))
+    shutdown()
+    return 0
+
+
+def _summary(r: dict) -> dict:
+    return {"mean": round(r["mean"], 3), "std": round(r["std"], 3), "num_models": r.get("num_models")}
+
+
+def cmd_eval(args) -> int:
+    from ddcore.artifacts import atomic_write_text
+    from ddcore.engine import Run, load_synset_into
+    from ddcore.recipe import load_recipe
+
+    run_dir = args.run_dir
+    synset = run_dir / "synset.safetensors"
+    if not (run_dir / "recipe.toml").exists() or not synset.exists():
+        raise UserError(f"{run_dir}: not a finished run (needs recipe.toml and synset.safetensors)")
+    recipe = load_recipe(run_dir / "recipe.toml", args.overrides)
+    run = Run(recipe, out_dir=None, device=args.device).build()
+    load_synset_into(run, synset)
+    result = run.evaluate(step=-1)
+    result["overrides"] = args.overrides
+    history = run_dir / "eval.json"
+    records = json.loads(history.read_text()) if history.exists() else []
+    records.append(result)
+    atomic_write_text(history, json.dumps(records, indent=2))
+    print(json.dumps({"synset": _summary(result["synset"]),
+                      **{f"baseline_{k}": _summary(v) for k, v in result["baselines"].items()}}))
+    return 0
+
+
+def cmd_plugins(args) -> int:
+    from ddcore.plugins import get_host
+
+    host = get_host()
+    for p in host.plugins():
+        comps = ", ".join(f"{k}:{n}" for k, n in p.components) or "(no components)"
+        print(f"{p.name}  [{p.distribution} {p.version}]  {comps}")
+    return 0
+
+
+def cmd_recipe(args) -> int:
+    if args.recipe_command != "check":
+        raise UserError("ddcore recipe: expected a subcommand: check")
+    from ddcore.plugins import get_host
+    from ddcore.recipe import load_recipe, validate
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    host = get_host()
+    host.require(recipe.plugins, file=recipe.file)
+    validate(recipe, host.registry)
+    print(f"{args.recipe}: ok ({len(recipe.objective)} objective term(s), {len(recipe.augment)} augmentation(s))")
+    return 0
+
+
+def cmd_docs(args) -> int:
+    from ddcore.docs import stale_files, write_docs
+
+    if args.check:
+        stale = stale_files(args.out)
+        if stale:
+            print(f"ddcore docs: stale: {', '.join(str(args.out / n) for n in stale)} (regenerate with `ddcore docs`)",
+                  file=sys.stderr)
+            return 1
+        print(f"ddcore docs: {args.out} is up to date")
+        return 0
+    for path in write_docs(args.out):
+        print(f"ddcore docs: wrote {path}")
+    return 0
+
+
+def cmd_new_plugin(args) -> int:
+    from ddcore.scaffold import create_plugin
+
+    root = create_plugin(args.name, args.dir)
+    print(f"ddcore new-plugin: created {root}")
+    print(f"  pip install -e {root} && python -m pytest {root / 'tests'} && ddcore plugins")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "eval": cmd_eval, "plugins": cmd_plugins, "recipe": cmd_recipe, "docs": cmd_docs,
+            "new-plugin": cmd_new_plugin}
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"ddcore: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("ddcore: interrupted (the last checkpoint is intact; continue with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

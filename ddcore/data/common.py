@@ -1,0 +1,383 @@
+"""What every built-in data source shares: the common options, and the post-processing they imply.
+
+A source subclasses :class:`ProcessedSource` and implements three small readers (``native()``,
+``read_labels(split)``, ``read_images(split, indices)``); the base class applies the common options in one
+place, so every source treats ``classes``, ``train_per_class``/``test_per_class``, ``channels``, ``resize`` and
+the normalisation constants identically:
+
+1. labels are read first (cheap), the kept indices are chosen (first K classes; first n of each class in file
+   order), and only those images are read/decoded;
+2. gray images are replicated to RGB when ``channels = 3``;
+3. images are resized (bilinear, antialiased when shrinking) when ``resize > 0``;
+4. normalisation constants: ``mean``/``std`` options if given, else the dataset's standard constants (gray
+   constants repeated for replicated channels; kept unchanged by ``classes``/limits/``resize``), else computed
+   from the processed training split (population mean/std over all pixels, per channel).
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Literal, Optional, Sequence
+
+import attrs
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ddcore.components import DataSource
+from ddcore.config import OptionValueError, non_negative, option
+from ddcore.data.constants import Stats
+from ddcore.errors import DataError
+from ddcore.types import DatasetInfo
+
+Split = Literal["train", "test"]
+SPLITS: tuple[str, ...] = ("train", "test")
+
+
+def _positive_floats(instance: Any, attribute: attrs.Attribute, value: tuple) -> None:
+    if attribute.name == "std" and any(v <= 0 for v in value):
+        raise OptionValueError(attribute.name, f"every std must be > 0, got {list(value)}")
+
+
+@attrs.define(frozen=True, kw_only=True)
+class CommonDataConfig:
+    """Options every built-in data source accepts (source configs subclass this)."""
+
+    classes: int = option(0, "Keep only the first K classes (labels 0..K-1); 0 keeps all.", validator=non_negative)
+    train_per_class: int = option(
+        0, "Keep at most this many training images per class (the first ones in file order); 0 keeps all.",
+        validator=non_negative,
+    )
+    test_per_class: int = option(
+        0, "Keep at most this many test images per class (the first ones in file order); 0 keeps all.",
+        validator=non_negative,
+    )
+    resize: int = option(0, "Resize images to resize x resize pixels (bilinear); 0 keeps the native size.",
+                         validator=non_negative)
+    channels: int = option(0, "0 keeps the native channels; 3 replicates gray images to RGB.", choices=(0, 3))
+    mean: tuple[float, ...] = option(
+        (), "Per-channel mean override in [0, 1] pixel units (one value or one per channel); empty = automatic.",
+        validator=_positive_floats,
+    )
+    std: tuple[float, ...] = option(
+        (), "Per-channel std override (one value or one per channel); empty = automatic.",
+        validator=_positive_floats,
+    )
+
+
+@attrs.define(frozen=True)
+class NativeLayout:
+    """What a source knows about its images before any post-processing."""
+
+    name: str
+    channels: int
+    height: int
+    width: int
+    num_classes: int
+    class_names: tuple[str, ...] = ()
+    #: standard constants of the native images, or ``None`` to compute them from the training split
+    stats: Optional[Stats] = None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pure helpers (also used by tests and other modules)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def select_indices(labels: np.ndarray, *, classes: int = 0, per_class: int = 0) -> Optional[np.ndarray]:
+    """Indices (in file order) of the images kept by the ``classes`` and ``*_per_class`` options.
+
+    Keeps labels ``< classes`` (when ``classes > 0``) and the first ``per_class`` images of each class in file
+    order (when ``per_class > 0``). Returns ``None`` when everything is kept. Vectorised (no loop over classes).
+    """
+    labels = np.asarray(labels)
+    keep = np.ones(labels.shape[0], dtype=bool)
+    if classes > 0:
+        keep &= labels < classes
+    if per_class > 0 and labels.size:
+        order = np.argsort(labels, kind="stable")
+        sorted_labels = labels[order]
+        starts = np.searchsorted(sorted_labels, sorted_labels, side="left")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(labels.shape[0]) - starts
+        keep &= rank < per_class
+    if keep.all():
+        return None
+    return np.flatnonzero(keep)
+
+
+def replicate_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """``channels = 3``: repeat a gray ``[N, 1, H, W]`` tensor to RGB; 0 (or already 3 channels) is a no-op."""
+    if channels in (0, images.shape[1]):
+        return images
+    if channels == 3 and images.shape[1] == 1:
+        return images.expand(-1, 3, -1, -1).contiguous()
+    raise DataError(f"cannot turn {images.shape[1]}-channel images into {channels} channels (only gray -> 3)")
+
+
+def resize_uint8(images: torch.Tensor, size: int, *, chunk: int = 4096) -> torch.Tensor:
+    """Bilinear resize of uint8 ``[N, C, H, W]`` to ``size x size`` (antialiased when shrinking), in chunks."""
+    if size <= 0 or images.shape[-2:] == (size, size):
+        return images
+    shrink = size < max(images.shape[-2:])
+    out = torch.empty((images.shape[0], images.shape[1], size, size), dtype=torch.uint8)
+    for start in range(0, images.shape[0], chunk):
+        block = images[start:start + chunk].float()
+        block = F.interpolate(block, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
+        out[start:start + chunk] = block.round_().clamp_(0, 255).to(torch.uint8)
+    return out
+
+
+def channel_stats(images: torch.Tensor, *, chunk: int = 8192) -> Stats:
+    """Per-channel mean and (population) std of uint8 ``[N, C, H, W]`` images, in [0, 1] pixel units."""
+    if images.shape[0] == 0:
+        raise DataError("cannot compute normalisation constants of an empty training split")
+    channels = images.shape[1]
+    total = torch.zeros(channels, dtype=torch.float64)
+    total_sq = torch.zeros(channels, dtype=torch.float64)
+    for start in range(0, images.shape[0], chunk):
+        block = images[start:start + chunk].to(torch.float64).transpose(0, 1).reshape(channels, -1)
+        total += block.sum(1)
+        total_sq += (block * block).sum(1)
+    count = images.numel() // channels
+    mean = total / count
+    var = (total_sq / count - mean * mean).clamp_min(0)
+    std = var.sqrt().clamp_min(1e-3 * 255)  # a constant image must not divide by zero
+    return tuple(float(v) for v in mean / 255), tuple(float(v) for v in std / 255)
+
+
+def nhwc_to_nchw(images: np.ndarray) -> torch.Tensor:
+    """uint8 ``[N, H, W, C]`` (or ``[N, H, W]``) numpy array -> contiguous uint8 ``[N, C, H, W]`` CPU tensor."""
+    arr = np.asarray(images)
+    if arr.dtype != np.uint8:
+        raise DataError(f"expected uint8 images, got {arr.dtype}")
+    if arr.ndim == 3:
+        arr = arr[..., None]
+    if arr.ndim != 4:
+        raise DataError(f"expected images of shape [N, H, W, C], got {list(arr.shape)}")
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).contiguous()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Paths and the decode cache
+# ---------------------------------------------------------------------------------------------------------
+
+
+def recipe_dir(build: Any) -> Optional[Path]:
+    """Directory of the recipe file, when known.
+
+    ``build`` is a :class:`~ddcore.context.BuildContext` (or anything with a ``recipe`` attribute), or the recipe
+    itself; the recipe's ``file`` (or ``directory``/``base_dir``/``path``) attribute names the file or folder.
+    """
+    if build is None:
+        return None
+    recipe = getattr(build, "recipe", build)
+    for attr in ("directory", "base_dir", "path", "file", "source"):
+        value = getattr(recipe, attr, None)
+        if isinstance(value, (str, os.PathLike)) and str(value):
+            p = Path(value).expanduser()
+            return p if p.is_dir() else p.parent
+    return None
+
+
+def path_candidates(path: str, build: Any) -> list[Path]:
+    """Where a (possibly relative) dataset path may live, in lookup order.
+
+    Absolute (or ``~``) paths are used as they are. Relative ones are tried under ``$DDCORE_DATA``, then under
+    the recipe's directory; when no recipe directory is known, under the working directory.
+    """
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        return [p]
+    out: list[Path] = []
+    env = os.environ.get("DDCORE_DATA")
+    if env:
+        out.append(Path(env).expanduser() / p)
+    base = recipe_dir(build)
+    out.append((base / p) if base is not None else Path.cwd() / p)
+    return out
+
+
+def resolve_existing(path: str, build: Any, *, option_name: str, source: str) -> Path:
+    """The first existing candidate of :func:`path_candidates`, or a :class:`DataError` listing them all."""
+    candidates = path_candidates(path, build)
+    for c in candidates:
+        if c.exists():
+            return c
+    tried = ", ".join(str(c) for c in candidates)
+    hint = ("$DDCORE_DATA is set to " + repr(os.environ["DDCORE_DATA"])) if os.environ.get("DDCORE_DATA") else \
+        "$DDCORE_DATA is not set (set it to the folder holding your datasets, e.g. shared/datasets)"
+    raise DataError(f"data source '{source}': {option_name} = {path!r} not found (looked in: {tried}); {hint}")
+
+
+def cache_root() -> Path:
+    """ddcore's on-disk cache: ``$DDCORE_CACHE`` or ``~/.cache/ddcore``."""
+    env = os.environ.get("DDCORE_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "ddcore"
+
+
+def file_fingerprint(path: Path, *, head_bytes: int = 1 << 20) -> str:
+    """A cheap identity of a file: size, mtime and the sha256 of its first MiB (hex, 20 chars)."""
+    st = path.stat()
+    h = hashlib.sha256(f"{st.st_size}:{st.st_mtime_ns}:".encode())
+    with open(path, "rb") as fh:
+        h.update(fh.read(head_bytes))
+    return h.hexdigest()[:20]
+
+
+def cache_file(name: str) -> Path:
+    """Path of the cached decoded array called ``name`` (see :func:`cached_array`)."""
+    return cache_root() / "decoded" / f"{name}.npy"
+
+
+def cached_array(name: str, produce: Callable[[], np.ndarray], *, enabled: bool = True) -> np.ndarray:
+    """Load ``<cache>/decoded/<name>.npy``, or call ``produce()`` and store its result there (atomically).
+
+    A cache that cannot be written (read-only home, full disk) only costs the decode; it never fails the load.
+    """
+    if not enabled:
+        return produce()
+    target = cache_file(name)
+    if target.is_file():
+        try:
+            return np.load(target, allow_pickle=False)
+        except (OSError, ValueError):  # truncated or foreign file: decode again and overwrite
+            pass
+    arr = produce()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".npy.tmp")
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, arr, allow_pickle=False)
+        os.replace(tmp, target)
+    except OSError:
+        pass
+    return arr
+
+
+def decode_cached(name: str, total: int, indices: Optional[np.ndarray],
+                  decode: Callable[[Optional[np.ndarray]], np.ndarray], *, enabled: bool = True) -> np.ndarray:
+    """Images ``indices`` (all when ``None``) of a split whose decoding is expensive.
+
+    The full decode is cached under ``name`` (:func:`cached_array`). When no cache exists yet and fewer than half
+    of the ``total`` images are asked for, only those are decoded (``decode(sorted indices)``) and nothing is
+    cached, so a quick run with ``*_per_class`` limits does not pay for the whole split.
+    """
+    if indices is not None and len(indices) * 2 < total and not (enabled and cache_file(name).is_file()):
+        order = np.argsort(indices, kind="stable")
+        decoded = decode(indices[order])
+        out = np.empty_like(decoded)
+        out[order] = decoded
+        return out
+    images = cached_array(name, lambda: decode(None), enabled=enabled)
+    return images if indices is None else images[indices]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The base class
+# ---------------------------------------------------------------------------------------------------------
+
+
+class ProcessedSource(DataSource):
+    """A :class:`DataSource` whose ``info()``/``load()`` apply the :class:`CommonDataConfig` options.
+
+    Subclasses implement :meth:`native`, :meth:`read_labels` and :meth:`read_images`.
+    """
+
+    #: registry name, used in error messages
+    source_name: str = "data"
+
+    def __init__(self, config: CommonDataConfig, build: Any = None):
+        super().__init__(config, build)
+        self._info: Optional[DatasetInfo] = None
+        self._pending_train: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+
+    # -- what subclasses provide ----------------------------------------------------------------------
+    @abc.abstractmethod
+    def native(self) -> NativeLayout:
+        """Native layout and standard constants (should not decode all pixels)."""
+
+    @abc.abstractmethod
+    def read_labels(self, split: Split) -> np.ndarray:
+        """All labels of ``split`` in file order (int64)."""
+
+    @abc.abstractmethod
+    def read_images(self, split: Split, indices: Optional[np.ndarray]) -> np.ndarray:
+        """uint8 ``[n, H, W, C]`` images of ``split`` at ``indices`` (file order), or all when ``None``."""
+
+    # -- the DataSource API -----------------------------------------------------------------------------
+    def info(self) -> DatasetInfo:
+        if self._info is None:
+            nat = self.native()
+            cfg = self.config
+            if cfg.classes > nat.num_classes:
+                raise DataError(f"data source '{self.source_name}' ({nat.name}): classes = {cfg.classes} but the "
+                                f"dataset has only {nat.num_classes} classes")
+            num_classes = cfg.classes or nat.num_classes
+            channels = 3 if cfg.channels == 3 else nat.channels
+            height, width = (cfg.resize, cfg.resize) if cfg.resize else (nat.height, nat.width)
+            mean, std = self._stats(nat, channels)
+            names = tuple(nat.class_names[:num_classes]) if nat.class_names else ()
+            self._info = DatasetInfo(name=nat.name, num_classes=num_classes, channels=channels, height=height,
+                                     width=width, mean=mean, std=std, class_names=names)
+        return self._info
+
+    def load(self, split: Split) -> tuple[torch.Tensor, torch.Tensor]:
+        if split not in SPLITS:
+            raise DataError(f"data source '{self.source_name}': unknown split {split!r} (expected train or test)")
+        if split == "train" and self._pending_train is not None:
+            out, self._pending_train = self._pending_train, None
+            return out
+        return self._load_processed(split)
+
+    # -- internals ----------------------------------------------------------------------------------------
+    def _load_processed(self, split: Split) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.config
+        nat = self.native()
+        labels = np.asarray(self.read_labels(split)).astype(np.int64, copy=False)
+        if labels.size and (labels.min() < 0 or labels.max() >= nat.num_classes):
+            raise DataError(f"data source '{self.source_name}' ({nat.name}, {split}): labels outside "
+                            f"[0, {nat.num_classes - 1}] (found {labels.min()}..{labels.max()})")
+        per_class = cfg.train_per_class if split == "train" else cfg.test_per_class
+        keep = select_indices(labels, classes=cfg.classes, per_class=per_class)
+        raw = self.read_images(split, keep)
+        if keep is not None:
+            labels = labels[keep]
+        images = nhwc_to_nchw(raw)
+        if images.shape[0] != labels.shape[0]:
+            raise DataError(f"data source '{self.source_name}' ({nat.name}, {split}): {images.shape[0]} images but "
+                            f"{labels.shape[0]} labels")
+        images = replicate_channels(images, cfg.channels)
+        images = resize_uint8(images, cfg.resize)
+        return images, torch.from_numpy(np.ascontiguousarray(labels))
+
+    def _stats(self, nat: NativeLayout, channels: int) -> Stats:
+        cfg = self.config
+        if cfg.mean or cfg.std:
+            if not (cfg.mean and cfg.std):
+                raise DataError(f"data source '{self.source_name}': give both mean and std, or neither")
+            return _broadcast(cfg.mean, channels, "mean", self.source_name), \
+                _broadcast(cfg.std, channels, "std", self.source_name)
+        if nat.stats is not None:
+            mean, std = nat.stats
+            if len(mean) == channels:
+                return tuple(mean), tuple(std)
+            if len(mean) == 1:
+                return tuple(mean) * channels, tuple(std) * channels
+        # computed from the processed training split; keep the pixels for the load("train") that follows
+        train = self._load_processed("train")
+        self._pending_train = train
+        return channel_stats(train[0])
+
+
+def _broadcast(values: Sequence[float], channels: int, what: str, source: str) -> tuple[float, ...]:
+    if len(values) == channels:
+        return tuple(float(v) for v in values)
+    if len(values) == 1:
+        return (float(values[0]),) * channels
+    raise DataError(f"data source '{source}': {what} has {len(values)} values but the images have {channels} "
+                    f"channels")

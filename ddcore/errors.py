@@ -1,0 +1,38 @@
+"""Error types of ddcore.
+
+Two families matter to users:
+
+* :class:`UserError` — the input was wrong (a recipe key, a file, a missing plugin). The CLI prints its
+  one-line message and exits with status 2, without a traceback (``--debug`` shows it).
+* everything else — a bug. The CLI exits with status 1 and shows the traceback.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input from the user: printed as one line, exit code 2.
+
+    The message should name *where* (file, recipe key path, plugin) and *what was expected*.
+    """
+
+    exit_code = 2
+
+
+class RecipeError(UserError):
+    """A recipe is invalid: unknown key, wrong type, unknown component, bad value."""
+
+    def __init__(self, message: str, *, file: str | None = None, key: str | None = None):
+        self.file = file
+        self.key = key
+        self.detail = message
+        where = ": ".join(p for p in (file, key) if p)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class PluginError(UserError):
+    """A plugin could not be loaded, is missing, or registers a name twice."""
+
+
+class DataError(UserError):
+    """A dataset is missing, unreadable or of an unexpected layout."""

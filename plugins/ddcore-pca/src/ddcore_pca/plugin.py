@@ -1,0 +1,10 @@
+"""Hook implementations of ddcore-pca: registers the ``pca`` parameterization."""
+
+import ddcore
+
+from ddcore_pca.parameterization import PCAConfig, PCAParameterization
+
+
+@ddcore.hookimpl
+def ddcore_register_parameterizations(registry):
+    registry.add("pca", PCAParameterization, config=PCAConfig)
