@@ -231,3 +231,93 @@ class NaiveDSA:
             l.backward()
             self.net_optim.step()
         return loss.detach()
+
+
+class NaiveKRR:
+    """KRR-ST outer step written like db-Lee/selfsup_dd ``algorithms/distill.py`` + ``model_pool.py`` (facts §6).
+
+    Per step: a random pool index (Python ``random``), the model put in eval mode; a real batch drawn the way a
+    shuffled ``DataLoader`` delivers it (CPU float tensor → device); kornia ``RandomCrop(pad 4)`` + h-flip as
+    ``aug_tr``; teacher features with no grad; bias-augmented features; ``K_ss``, ``K_rs``, ridge 1e-6·tr(K_ss),
+    ``torch.linalg.solve``; ``F.mse_loss``; AdamW over ``[x_syn, y_syn]``; then ``model_pool.update``: one full-batch
+    MSE SGD step on the updated set (re-created after ``T`` steps). Built from a ddcore run so both sides use the same
+    teacher, backbone widths, m, d_y and real batch size.
+    """
+
+    def __init__(self, run, device: torch.device, seed: int = 0):
+        import random
+
+        import kornia.augmentation as K
+
+        from ddcore_krr.networks import ConvNetKRR
+
+        self.random = random.Random(seed)
+        recipe, build = run.recipe, run.build_ctx
+        param = run.parameterization
+        info = build.info
+        self.device = device
+        self.teacher = param.teacher.net
+        self.x_syn = param.images.detach().clone().requires_grad_(True)
+        self.y_syn = param.targets.detach().clone().requires_grad_(True)
+        self.opt = torch.optim.AdamW([self.x_syn, self.y_syn], lr=recipe.optimizer.options.get("lr", 1e-3),
+                                     weight_decay=0.0)
+        self.images_cpu = build.train.normalize(build.train.images).cpu()  # the loader's source (host memory)
+        self.batch = recipe.real.batch
+        self.aug = torch.nn.Sequential(K.RandomCrop((info.height, info.width), padding=4),
+                                       K.RandomHorizontalFlip()).to(device)
+        channels = tuple(recipe.backbone.options.get("channels", (128, 256, 512)))
+        dim = int(self.y_syn.shape[1])
+        sampler = recipe.sampler.options
+        self.max_steps = int(sampler.get("max_steps", 1000))
+        self.lr, self.wd = float(sampler.get("lr", 0.1)), float(sampler.get("weight_decay", 1e-3))
+
+        def make():
+            net = ConvNetKRR(in_channels=info.channels, height=info.height, width=info.width, num_classes=dim,
+                             channels=channels).to(device)
+            return net, torch.optim.SGD(net.parameters(), lr=self.lr, momentum=0.9, weight_decay=self.wd)
+
+        self.make = make
+        self.pool, self.steps = [], []
+        for _ in range(int(sampler.get("num_models", 10))):
+            net, opt = make()
+            t = self.random.randint(1, self.max_steps)
+            for _ in range(t):
+                self._online_step(net, opt)
+            self.pool.append((net, opt))
+            self.steps.append(t)
+
+    def _online_step(self, net, opt) -> None:
+        net.train()
+        loss = F.mse_loss(net(self.x_syn.detach()), self.y_syn.detach())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    def step(self, it: int) -> None:
+        idx = self.random.randrange(len(self.pool))
+        net, opt = self.pool[idx]
+        net.eval()
+        rows = torch.randint(0, self.images_cpu.shape[0], (self.batch,))
+        x_real = self.aug(self.images_cpu[rows].to(self.device))
+        with torch.no_grad():
+            y_real = self.teacher(x_real)
+        f_s = net.embed(self.x_syn).flatten(1)
+        f_s = torch.cat([f_s, torch.ones_like(f_s[:, :1])], 1)
+        with torch.no_grad():
+            f_r = net.embed(x_real).flatten(1)
+            f_r = torch.cat([f_r, torch.ones_like(f_r[:, :1])], 1)
+        k_ss = f_s @ f_s.T
+        k_rs = f_r @ f_s.T
+        ridge = 1e-6 * torch.trace(k_ss).detach()
+        eye = torch.eye(k_ss.shape[0], device=self.device)
+        pred = k_rs @ torch.linalg.solve(k_ss + ridge * eye, self.y_syn)
+        loss = F.mse_loss(pred, y_real)
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        if self.steps[idx] < self.max_steps:  # model_pool.update
+            self._online_step(net, opt)
+            self.steps[idx] += 1
+        else:
+            self.pool[idx] = self.make()
+            self.steps[idx] = 0

@@ -76,3 +76,22 @@ def test_run_artifacts_and_synthetic_set(cpu_run):
     param = cpu_run.run.parameterization
     init_images, init_targets = param.initial_pairs()
     assert (syn.images - init_images).abs().max() > 1e-3 and (syn.targets - init_targets).abs().max() > 1e-3
+
+
+def test_teacher_mse_is_the_held_out_regression_error(cpu_run):
+    """The evaluator's ``teacher_mse``: 0 for the teacher itself, mean(features²) for a net that outputs zeros."""
+    import torch
+
+    evaluator, build = cpu_run.run.evaluator, cpu_run.run.build_ctx
+    teacher = cpu_run.run.parameterization.teacher
+    assert evaluator.teacher_mse(teacher.net) == pytest.approx(0.0, abs=1e-12)
+
+    class Zeros(torch.nn.Module):
+        def forward(self, x):
+            return x.new_zeros(x.shape[0], teacher.dim)
+
+    test = build.test.take(torch.arange(len(build.test)))
+    want = teacher.features(test.images).pow(2).mean().item()  # the CPU run scores every test image (< 2000)
+    assert evaluator.teacher_mse(Zeros()) == pytest.approx(want, rel=1e-5)
+    for entry in (cpu_run.results["synset"], cpu_run.results["baselines"]["random"]):
+        assert entry["teacher_mse"]["ConvNetKRR"] > 0.0  # reported for every evaluated set (5 epochs: not converged)

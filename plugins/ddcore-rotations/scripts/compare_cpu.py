@@ -26,9 +26,9 @@ from ddcore.testing import run_recipe
 ROOT = Path(__file__).resolve().parents[3]
 RECIPE = ROOT / "recipes" / "boost_ssdd_cifar10.toml"
 
-SMALL = [
+SMALL = [  # the KRR-ST CPU check's data, teacher, pool and evaluation (plugins/ddcore-krr/README.md)
     "device=cpu",
-    "data.train_per_class=60", "data.test_per_class=50",
+    "data.train_per_class=100", "data.test_per_class=200",
     "real.batch=256",
     "backbone.channels=[16, 32, 64]",
     "synset.budget=10",                      # N = 10 images = 30,720 floats
@@ -37,14 +37,15 @@ SMALL = [
     "synset.num_bases_x=32", "synset.num_bases_y=32",
     "synset.pca_images=0",
     "synset.approx_epochs=1000",
-    "synset.teacher.base_width=8", "synset.teacher.epochs=8", "synset.teacher.batch_size=100",
-    "synset.teacher.projector=[128, 128]", "synset.teacher.warmup_epochs=1",
-    "sampler.num_models=4", "sampler.max_steps=30",
+    "synset.teacher.base_width=8", "synset.teacher.epochs=40", "synset.teacher.batch_size=128",
+    "synset.teacher.projector=[128, 128]", "synset.teacher.warmup_epochs=0", "synset.teacher.feature_batch=500",
+    "sampler.num_models=3", "sampler.max_steps=300",
     "objective[0].real_augment=none",
-    "run.iterations=100", "run.log_every=25", "run.checkpoint_every=0", "run.progress=false",
-    "eval.num_runs=2", "eval.pretrain_epochs=30", "eval.pretrain_batch_size=256",
+    "optimizer.lr=0.003",
+    "run.iterations=300", "run.log_every=50", "run.checkpoint_every=0", "run.progress=false",
+    "eval.num_runs=3", "eval.pretrain_epochs=300", "eval.pretrain_batch_size=50",
     "eval.baselines=[\"random\"]",
-    "eval.targets[0].iterations=300",
+    "eval.targets[0].iterations=300", "eval.targets[0].batch_size=256",
 ]
 DIGITS = [
     "device=cpu", 'data={name="digits", channels=3}', "real.batch=128",
@@ -60,7 +61,7 @@ DIGITS = [
     'eval.baselines=["random"]', "eval.targets[0].iterations=500",
 ]
 DIGITS_TEACHER = "{base_width=2, epochs=5, batch_size=64, projector=[64, 64], warmup_epochs=1}"
-TEACHER = "{base_width=8, epochs=8, batch_size=100, projector=[128, 128], warmup_epochs=1}"
+TEACHER = "{base_width=8, epochs=40, batch_size=128, projector=[128, 128], warmup_epochs=0, feature_batch=500}"
 ROWS = {
     "krr_st_pixels": [f'synset={{name="krr_pixels", num=10, teacher={TEACHER}}}'],
     "+parameterization": ["synset.views=[]"],
@@ -86,7 +87,7 @@ def main() -> None:
         if row == "krr_st_pixels":  # the krr_pixels table replaces [synset]: drop the pca-only overrides
             overrides = [o for o in overrides if not o.startswith("synset.")] + extra
             if quick:
-                overrides = [o.replace("epochs=8", "epochs=1") for o in overrides]
+                overrides = [o.replace("epochs=40", "epochs=1") for o in overrides]
         res = run_recipe(RECIPE, out, overrides, out_name=row)
         param = res.run.parameterization
         line = {

@@ -46,6 +46,7 @@ from ddcore.evaluation.train import balanced_subset_indices
 from ddcore.types import DatasetInfo, SynBatch
 
 from ddcore_krr.krr import crop_flip
+from ddcore_krr.teacher import TEACHER_KEY
 
 #: protocol -> (iterations, batch, lr, momentum, weight decay, augment) of the official code.
 PROTOCOL_DEFAULTS: dict[str, tuple[int, int, float, float, float, bool]] = {
@@ -100,6 +101,10 @@ class SSLTransferConfig:
                                   validator=attrs.validators.ge(1))
     baselines: list[str] = option(attrs.NOTHING, "Same-budget baselines the engine also evaluates (random, kmeans).",
                                   factory=lambda: ["random"])
+    teacher_mse_images: int = option(
+        2000, "Also report each pre-trained net's MSE to the teacher's features on this many class-balanced source "
+        "test images (0 = off): the quantity KRR-ST's outer loss targets, measured on unseen images.",
+        validator=attrs.validators.ge(0))
 
 
 class _Split:
@@ -174,6 +179,7 @@ class SSLTransfer(Evaluator):
             raise RecipeError(f"target names must be unique, got {names}", key="eval.targets")
         self._splits: dict[str, tuple[_Split, _Split]] = {}
         self._kd_teachers: dict[str, nn.Module] = {}
+        self._mse_split: Optional[_Split] = None
 
     # -- data ------------------------------------------------------------------------------------------
     def _conform(self, images: torch.Tensor, info: DatasetInfo) -> tuple[torch.Tensor, DatasetInfo]:
@@ -363,6 +369,28 @@ class SSLTransfer(Evaluator):
                                len(syn), generator, zero, it)
         return self.accuracy(model, test)
 
+    @torch.no_grad()
+    def teacher_mse(self, net: nn.Module) -> Optional[float]:
+        """MSE between ``net``'s outputs and the teacher's features on held-out source test images (eval mode).
+
+        ``None`` when off or when the run has no teacher (e.g. a user evaluator on another parameterization).
+        """
+        limit = self.config.teacher_mse_images
+        teacher = self.build.shared.get(TEACHER_KEY)
+        if limit == 0 or teacher is None or len(self.build.test) == 0:
+            return None
+        if self._mse_split is None:
+            test = self.build.test
+            self._mse_split = _Split(test, balanced_subset_indices(test.class_counts, limit))
+        net.eval()
+        total = torch.zeros((), device=self.build.device, dtype=torch.float64)
+        count = 0
+        for batch in self._mse_split.chunks(self.config.test_batch_size):
+            out = net(batch.images).float()
+            total += F.mse_loss(out, teacher.features(batch.images), reduction="sum").double()
+            count += out.numel()
+        return float(total) / max(1, count)
+
     # -- Evaluator API -----------------------------------------------------------------------------------
     def evaluate(self, synset: SynBatch, *, seed: int) -> dict[str, Any]:
         """Pre-train every model ``num_runs`` times on ``synset`` and run every target; accuracies in percent."""
@@ -373,6 +401,7 @@ class SSLTransfer(Evaluator):
         t0 = time.perf_counter()
         values: dict[str, list[float]] = {}
         pre_losses: dict[str, list[float]] = {}
+        teacher_mse: dict[str, list[float]] = {}
         labels: set[str] = set()
         for m_index, ref in enumerate(cfg.models):
             label = build.recipe.backbone.name if ref.name == "backbone" else ref.name
@@ -385,6 +414,9 @@ class SSLTransfer(Evaluator):
                                           seed_key=("ssl_transfer", seed, m_index, run))
                 g = build.generator("ssl_transfer", seed, m_index, run)
                 pre_losses.setdefault(label, []).append(self.pretrain(net, syn, g))
+                mse = self.teacher_mse(net)
+                if mse is not None:
+                    teacher_mse.setdefault(label, []).append(mse)
                 for t_index, target in enumerate(cfg.targets):
                     gt = build.generator("ssl_transfer", seed, m_index, run, target.name)
                     if target.protocol == "linear":
@@ -405,5 +437,7 @@ class SSLTransfer(Evaluator):
             "headline": f"{cfg.targets[0].protocol} on {first}",
             "per_model": per_model,
             "pretrain_loss": {k: float(np.mean(v)) for k, v in pre_losses.items()},
+            # held-out regression error to the teacher (what the distillation optimises), mean over runs
+            "teacher_mse": {k: float(np.mean(v)) for k, v in teacher_mse.items()},
             "seconds": time.perf_counter() - t0,
         }
