@@ -280,7 +280,7 @@ class NaiveKRR:
         self.pool, self.steps = [], []
         for _ in range(int(sampler.get("num_models", 10))):
             net, opt = make()
-            t = self.random.randint(1, self.max_steps)
+            t = self.random.randint(1, min(int(sampler.get("init_steps_max", 0)) or self.max_steps, self.max_steps))
             for _ in range(t):
                 self._online_step(net, opt)
             self.pool.append((net, opt))

@@ -25,6 +25,16 @@ def test_initial_counters_are_random_steps_in_1_to_T(tmp_path):
     assert not pool.models[pool.current].training  # handed out in eval mode (BN running statistics)
 
 
+def test_init_steps_max_bounds_the_initial_training_only(tmp_path):
+    _, _, pool, _ = tiny_krr_build(tmp_path, pool=ModelPoolConfig(num_models=6, max_steps=50, init_steps_max=2))
+    pool.nets(0)
+    assert all(1 <= c <= 2 for c in pool.counters)
+    before = sum(pool.counters)
+    for step in range(3):  # T is still 50: the visited model trains, nothing is re-initialised
+        _visit(pool, step)
+    assert pool.resets == 0 and sum(pool.counters) == before + 3
+
+
 def test_counter_resets_after_T_steps_and_model_is_reinitialised(tmp_path):
     _, _, pool, _ = tiny_krr_build(tmp_path, pool=ModelPoolConfig(num_models=1, max_steps=3))
     pool.nets(0)

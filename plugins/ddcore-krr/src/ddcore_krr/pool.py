@@ -43,6 +43,9 @@ class ModelPoolConfig:
     momentum: float = option(0.9, "SGD momentum of pool models.")
     weight_decay: float = option(1e-3, "SGD weight decay of pool models (online_wd 1e-3).")
     never_reset: bool = option(False, "Official-code quirk: never reset the counter after re-initialisation.")
+    init_steps_max: int = option(0, "Upper bound of the random initial steps t ~ U{1..bound} of each model (0 = T, "
+                                 "the paper); a small bound makes quick runs and benchmarks cheap to set up.",
+                                 validator=attrs.validators.ge(0))
     eval_mode: bool = option(True, "Hand the model out in eval mode (BN running stats), as distill.py does.")
 
 
@@ -103,7 +106,8 @@ class ModelPool(Sampler):
             self.models.append(net)
             self.optimizers.append(opt)
             g = self.build.generator("krr-pool-init", i, 0, device=torch.device("cpu"))
-            t = int(torch.randint(1, self.config.max_steps + 1, (1,), generator=g))
+            bound = min(self.config.init_steps_max or self.config.max_steps, self.config.max_steps)
+            t = int(torch.randint(1, bound + 1, (1,), generator=g))
             for _ in range(t):
                 self.train_step(i, syn)
             self.counters[i] = t
