@@ -71,8 +71,9 @@ def main() -> None:
 
     syn0 = param.materialize().detach()
     score(syn0, "initial set")
-    budget = round(len(syn0) * (b.info.floats_per_image + teacher.dim) / b.info.floats_per_image)
-    score(param.baseline("random", budget, b.generator("baseline-random")).detach(), "random subset")
+    # the engine's own same-budget baseline (same budget and generator as `ddcore run` evaluates)
+    random_subset = param.baseline("random", run.budget_images(), b.generator("baseline", "random"))
+    score(random_subset.detach(), "random subset")
     t1 = time.time()
     run.execute()
     print(f"distillation {time.time() - t1:.1f} s", flush=True)

@@ -101,12 +101,12 @@ class ModelPool(Sampler):
     def _initialize(self) -> None:
         syn = self.synthetic_set()
         self.dim = dim = int(syn.targets.shape[1])
+        bound = min(self.config.init_steps_max or self.config.max_steps, self.config.max_steps)
         for i in range(self.config.num_models):
             net, opt = self._new_model(i, dim)
             self.models.append(net)
             self.optimizers.append(opt)
             g = self.build.generator("krr-pool-init", i, 0, device=torch.device("cpu"))
-            bound = min(self.config.init_steps_max or self.config.max_steps, self.config.max_steps)
             t = int(torch.randint(1, bound + 1, (1,), generator=g))
             for _ in range(t):
                 self.train_step(i, syn)
@@ -165,6 +165,7 @@ class ModelPool(Sampler):
         self.resets = int(state["resets"])
         self.dim = dim = int(self.synthetic_set().targets.shape[1])
         self.models, self.optimizers = [], []
+        bound = min(self.config.init_steps_max or self.config.max_steps, self.config.max_steps)
         for i in range(self.config.num_models):
             net, opt = self._new_model(i, dim)
             net.load_state_dict(state["models"][i])

@@ -179,7 +179,7 @@ class SSLTransfer(Evaluator):
             raise RecipeError(f"target names must be unique, got {names}", key="eval.targets")
         self._splits: dict[str, tuple[_Split, _Split]] = {}
         self._kd_teachers: dict[str, nn.Module] = {}
-        self._mse_split: Optional[_Split] = None
+        self._mse_data: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # (test images, teacher features)
 
     # -- data ------------------------------------------------------------------------------------------
     def _conform(self, images: torch.Tensor, info: DatasetInfo) -> tuple[torch.Tensor, DatasetInfo]:
@@ -373,23 +373,27 @@ class SSLTransfer(Evaluator):
     def teacher_mse(self, net: nn.Module) -> Optional[float]:
         """MSE between ``net``'s outputs and the teacher's features on held-out source test images (eval mode).
 
-        ``None`` when off or when the run has no teacher (e.g. a user evaluator on another parameterization).
+        ``None`` when off or when the run has no teacher (e.g. a user evaluator on another parameterization). The
+        test images and their teacher features are gathered once per evaluator (the teacher is frozen) and reused
+        for every pre-trained net of every evaluated set.
         """
         limit = self.config.teacher_mse_images
         teacher = self.build.shared.get(TEACHER_KEY)
         if limit == 0 or teacher is None or len(self.build.test) == 0:
             return None
-        if self._mse_split is None:
+        if self._mse_data is None:
             test = self.build.test
-            self._mse_split = _Split(test, balanced_subset_indices(test.class_counts, limit))
+            split = _Split(test, balanced_subset_indices(test.class_counts, limit))
+            images = split.take(torch.arange(len(split), device=split.positions.device)).images
+            self._mse_data = (images, teacher.features(images))
+        images, targets = self._mse_data
         net.eval()
-        total = torch.zeros((), device=self.build.device, dtype=torch.float64)
-        count = 0
-        for batch in self._mse_split.chunks(self.config.test_batch_size):
-            out = net(batch.images).float()
-            total += F.mse_loss(out, teacher.features(batch.images), reduction="sum").double()
-            count += out.numel()
-        return float(total) / max(1, count)
+        total = torch.zeros((), device=targets.device, dtype=torch.float64)
+        step = self.config.test_batch_size
+        for s in range(0, images.shape[0], step):
+            out = net(images[s:s + step]).float()
+            total += F.mse_loss(out, targets[s:s + step], reduction="sum").double()
+        return float(total) / max(1, targets.numel())
 
     # -- Evaluator API -----------------------------------------------------------------------------------
     def evaluate(self, synset: SynBatch, *, seed: int) -> dict[str, Any]:
