@@ -1,9 +1,10 @@
-"""Benchmark: train N evaluation ConvNets one after another vs as one vectorised torch.func ensemble.
+"""Benchmark: train N evaluation ConvNets one after another, as one vectorised torch.func ensemble, and side by side
+on CPU threads (``ddcore.evaluation.concurrent``: each worker on its share of the intra-op threads).
 
 CIFAR-shaped fake data (10 classes, 3x32x32, random pixels: only the speed matters here), the DC evaluation
 protocol (SGD, batch 256, DSA in random mode on every batch), ``--epochs`` epochs (+1, as the protocol), then
 one test pass over ``--test`` images. Both paths use the same nets and generators, so they do the same work;
-the script also prints the largest per-member weight difference between them.
+the script also prints the largest per-member weight difference of each path to sequential.
 
     python bench/bench_eval.py                       # CPU, 10 ConvNets, ipc 10, 2(+1) epochs, 500 test
     python bench/bench_eval.py --device cuda --epochs 50 --ipc 50
@@ -12,6 +13,7 @@ the script also prints the largest per-member weight difference between them.
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 import types
 
@@ -20,6 +22,7 @@ import torch
 from ddcore.config import ComponentRef
 from ddcore.context import BuildContext
 from ddcore.data.store import ClassIndexedData
+from ddcore.evaluation.concurrent import run_concurrently, split_threads
 from ddcore.evaluation.ensemble import ensemble_accuracy, train_ensemble
 from ddcore.evaluation.train import evaluate_accuracy, train_classifier
 from ddcore.plugins import PluginHost
@@ -40,6 +43,9 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=2, help="Epoch of the protocol (epochs + 1 are trained)")
     p.add_argument("--test", type=int, default=500, help="test images")
     p.add_argument("--no-augment", action="store_true", help="train without DSA")
+    p.add_argument("--paths", default="vmap,threads", help="paths timed against sequential: vmap, threads")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="rounds of all paths, interleaved; medians are reported (a shared machine is noisy)")
     args = p.parse_args()
 
     device = torch.device(args.device)
@@ -68,34 +74,80 @@ def main() -> None:
     train_classifier(nets[0], images, labels, generator=gens[0], augment=augs and augs[0], epochs=0)
     train_ensemble(nets[:2], images, labels, generators=gens[:2], augments=augs and augs[:2], epochs=0)
 
-    nets, gens, augs = setup()
-    sync(device)
-    t0, c0 = time.perf_counter(), time.process_time()
-    for i, net in enumerate(nets):
-        train_classifier(net, images, labels, generator=gens[i], augment=augs and augs[i], **kwargs)
-    seq_acc = [evaluate_accuracy(net, test) for net in nets]
-    sync(device)
-    t_seq, c_seq = time.perf_counter() - t0, time.process_time() - c0
+    paths = [x for x in args.paths.split(",") if x]
+    for path in paths:
+        if path not in ("vmap", "threads"):
+            p.error(f"--paths: unknown path {path!r}; allowed: vmap, threads")
+    workers, per_worker = split_threads(args.num_models, torch.get_num_threads())
+    threads_before = torch.get_num_threads()
 
-    ens_nets, gens, augs = setup()
-    sync(device)
-    t0, c0 = time.perf_counter(), time.process_time()
-    ens = train_ensemble(ens_nets, images, labels, generators=gens, augments=augs, **kwargs)
-    ens_acc = ensemble_accuracy(ens, test).tolist()
-    sync(device)
-    t_ens, c_ens = time.perf_counter() - t0, time.process_time() - c0
+    def timed(fn):
+        sync(device)
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = fn()
+        sync(device)
+        return out, time.perf_counter() - t0, time.process_time() - c0
 
-    with torch.no_grad():
-        diff = max(float((a - b).abs().max()) for s, e in zip(nets, ens_nets)
-                   for a, b in zip(s.parameters(), e.parameters()))
-    acc_diff = max(abs(a - b) for a, b in zip(seq_acc, ens_acc))
+    def sequential():
+        nets, gens, augs = setup()
+        for i, net in enumerate(nets):
+            train_classifier(net, images, labels, generator=gens[i], augment=augs and augs[i], **kwargs)
+        return nets, [evaluate_accuracy(net, test) for net in nets]
+
+    def vectorised():
+        nets, gens, augs = setup()
+        ens = train_ensemble(nets, images, labels, generators=gens, augments=augs, **kwargs)
+        return nets, ensemble_accuracy(ens, test).tolist()
+
+    def threaded():
+        nets, gens, augs = setup()
+
+        def job(i):
+            def run():
+                train_classifier(nets[i], images, labels, generator=gens[i], augment=augs and augs[i], **kwargs)
+                return evaluate_accuracy(nets[i], test)
+            return run
+
+        return nets, run_concurrently([job(i) for i in range(len(nets))], workers=workers,
+                                      threads_per_worker=per_worker)
+
+    fns = {"sequential": sequential, "vmap": vectorised, "threads": threaded}
+    names = ["sequential"] + paths
+    wall: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
+    checks: dict[str, tuple[float, float]] = {}
+    for _ in range(max(1, args.repeats)):
+        results = {}
+        for name in names:
+            results[name], t, c = timed(fns[name])
+            wall[name].append(t)
+            cpu[name].append(c)
+        seq_nets, seq_acc = results["sequential"]
+        for name in paths:
+            nets, acc = results[name]
+            with torch.no_grad():
+                diff = max(float((a - b).abs().max()) for s, e in zip(seq_nets, nets)
+                           for a, b in zip(s.parameters(), e.parameters()))
+            acc_diff = max(abs(a - b) for a, b in zip(seq_acc, acc))
+            old = checks.get(name, (0.0, 0.0))
+            checks[name] = (max(old[0], diff), max(old[1], acc_diff))
+    assert torch.get_num_threads() == threads_before
+
     steps = (args.epochs + 1) * -(-10 * args.ipc // 256)
     print(f"device={device} arch={args.arch} models={args.num_models} ipc={args.ipc} epochs={args.epochs}+1 "
-          f"steps/model={steps} test={args.test} augment={not args.no_augment} threads={torch.get_num_threads()}")
-    print(f"sequential: {t_seq:8.2f} s wall {c_seq:8.2f} s process CPU")
-    print(f"ensemble:   {t_ens:8.2f} s wall {c_ens:8.2f} s process CPU")
-    print(f"speed-up (sequential / ensemble): {t_seq / t_ens:.2f}x wall, {c_seq / c_ens:.2f}x process CPU")
-    print(f"max |weight difference| sequential vs ensemble: {diff:.2e}; max |accuracy difference|: {acc_diff:.4f}")
+          f"steps/model={steps} test={args.test} augment={not args.no_augment} threads={threads_before} "
+          f"(threads path: {workers} workers x {per_worker}) repeats={max(1, args.repeats)}")
+    med = {n: (statistics.median(wall[n]), statistics.median(cpu[n])) for n in names}
+    for name in names:
+        runs = ", ".join(f"{t:.2f}" for t in wall[name])
+        print(f"{name + ':':12s}{med[name][0]:8.2f} s wall {med[name][1]:8.2f} s process CPU (median; runs: {runs})")
+    t_seq, c_seq = med["sequential"]
+    for name in paths:
+        diff, acc_diff = checks[name]
+        paired = [s / t for s, t in zip(wall["sequential"], wall[name])]
+        print(f"speed-up (sequential / {name}): {t_seq / med[name][0]:.2f}x wall, {c_seq / med[name][1]:.2f}x process "
+              f"CPU; paired per round: {', '.join(f'{r:.2f}' for r in paired)}; "
+              f"max |weight difference| {diff:.2e}, max |accuracy difference| {acc_diff:.4f}")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
     python bench/profile_step.py [--device cpu|cuda] [--batch-real 256] [--steps 2] [--top 12]
 
-Variants: fp32 (faithful default), ``[run] precision = "bf16"`` (autocast of the objective terms' forward passes),
-``channels_last = true``, and ``precision = "tf32"`` (CUDA matmul/cuDNN TF32; a no-op on CPU). For each it prints the
+Variants: the default step (fp32; on a CPU ``channels_last`` and ``real_chunk`` default to on), ``nchw``
+(``channels_last = "off"``), ``no_chunk`` (``real_chunk = 0``: all real images in one forward), ``[run] precision =
+"bf16"`` (autocast of the objective terms' forward passes), ``channels_last = "on"``, and ``precision = "tf32"``
+(CUDA matmul/cuDNN TF32; a no-op on CPU). For each it prints the
 profiled wall time per step and the top operators by self time, and writes everything to
 ``bench/results/profile_<device>.txt``. Real data are uint8 on the device and normalised by one fused ``addcmul`` in
 every variant (``ClassIndexedData.normalize``), which shows up as ``aten::addcmul`` in the table.
@@ -24,7 +26,8 @@ sys.path.insert(0, str(HERE))
 
 from run_all import Method, build_run, load_recipe_dict, sync  # noqa: E402
 
-VARIANTS = {"fp32": {}, "bf16": {"precision": "bf16"}, "channels_last": {"channels_last": True},
+VARIANTS = {"default": {}, "nchw": {"channels_last": "off"}, "no_chunk": {"real_chunk": 0},
+            "bf16": {"precision": "bf16"}, "channels_last": {"channels_last": "on"},
             "tf32": {"precision": "tf32"}}
 
 

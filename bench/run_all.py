@@ -5,19 +5,21 @@
 For each method (DM, IDM, IDM+IID, DSA, DCC, KRR-ST) the ddcore side is the engine's own step (``Run.step``: sampler,
 real draw, expansion, siamese DSA, objective terms, optimiser, ``after_step``) built from the method's recipe in
 ``recipes/`` at paper settings (batch_real 256 per class, ConvNet-3 width 128, ipc 10, CIFAR-10 shape); the naive
-side is the official-structure loop in ``bench/naive.py``. Both run in this one process, one after the other, on
-the same data: steps/s is 1 / median step time over ``--steps`` timed steps after one warm-up step. Peak memory is
-``torch.cuda.max_memory_allocated`` per side on CUDA; on CPU it is the process's RSS high-water mark
-(``resource.getrusage``) read after each side — the ddcore side runs first, so the naive figure is a high-water mark
-over both (it can only hide a naive side that is *smaller*).
+side is the official-structure loop in ``bench/naive.py``. Both run in this one process on the same data, their
+steps interleaved (step i of every side, then step i + 1), so a shared machine's drifts hit both alike: steps/s is
+1 / median step time over ``--steps`` timed steps after one warm-up step, and the per-round ratios are printed too.
+Peak memory on CUDA is per side: what the side keeps allocated plus the most its step allocates above that
+(``torch.cuda.max_memory_allocated``). On CPU it is the process's RSS high-water mark (``resource.getrusage``),
+which cannot separate the sides.
 
 Data: CIFAR-10-shaped random uint8 images (500 per class; only speed matters) unless ``$DDCORE_DATA/cifar10-jpeg``
 exists, in which case the recipe's real data are used. A method whose plugin (or recipe) is not installed is skipped
 with a printed note. ``--quick`` uses batch_real 64 and 2 timed steps (a smoke run, not the table).
 
-Also measured for DM: the recipe switches ``[run] precision = "bf16" | "tf32"`` and ``channels_last = true``
-(ddcore side only, ratio to the fp32 ddcore step), and the evaluation benchmark of ``bench/bench_eval.py``
-(imported) when ``--eval`` is given.
+Also measured for DM: the recipe switches ``[run] precision = "bf16" | "tf32"``, ``channels_last = "on" | "off"``
+and ``real_chunk = 0`` (ddcore side only, ratio to the default ddcore step), and the evaluation benchmark of
+``bench/bench_eval.py`` (imported) when ``--eval`` is given. ``--run KEY=VALUE`` sets a ``[run]`` option on the
+ddcore side of every method.
 """
 
 from __future__ import annotations
@@ -150,27 +152,52 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
+def process_peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
-def reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+class Side:
+    """One thing being timed: a ``step(i)`` callable plus its memory bookkeeping."""
+
+    def __init__(self, name: str, step: Callable[[int], Any], device: torch.device, resident_bytes: int = 0):
+        self.name, self.step, self.device = name, step, device
+        self.times: list[float] = []
+        self.resident = resident_bytes  # CUDA: bytes this side keeps allocated between steps
+        self.step_extra = 0  # CUDA: most bytes above the resident level during one of its steps
+
+    def result(self) -> dict[str, Any]:
+        out = {"steps_per_s": 1.0 / statistics.median(self.times), "step_s": self.times}
+        if self.device.type == "cuda":
+            out["peak_mb"] = (self.resident + self.step_extra) / 2**20
+        else:  # the process high-water mark: cannot separate the sides on a CPU
+            out["peak_mb"] = process_peak_rss_mb()
+        return out
 
 
-def time_steps(step: Callable[[int], Any], n: int, device: torch.device, warmup: int = 1) -> list[float]:
-    times = []
+def cuda_allocated(device: torch.device) -> int:
+    return torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+
+
+def time_interleaved(sides: list[Side], n: int, device: torch.device, warmup: int = 1) -> None:
+    """Time ``n`` steps of every side after ``warmup``, round-robin (step i of each side, then step i + 1 ...).
+
+    Interleaving makes slow drifts of a shared machine (other jobs, thermal state) hit every side alike, where
+    timing one side after the other would fold the drift into the ratio.
+    """
     for i in range(warmup + n):
-        sync(device)
-        t0 = time.perf_counter()
-        step(i)
-        sync(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return times
+        for side in sides:
+            sync(device)
+            before = cuda_allocated(device)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            t0 = time.perf_counter()
+            side.step(i)
+            sync(device)
+            dt = time.perf_counter() - t0
+            if device.type == "cuda":
+                side.step_extra = max(side.step_extra, torch.cuda.max_memory_allocated(device) - before)
+            if i >= warmup:
+                side.times.append(dt)
 
 
 def load_recipe_dict(method: Method, batch_real: int, use_real_data: bool, run_changes: dict) -> dict:
@@ -196,36 +223,33 @@ def build_run(recipe: dict, device: torch.device):
     return run.build()
 
 
-def bench_ddcore(recipe: dict, device: torch.device, steps: int) -> dict[str, Any]:
-    reset_peak(device)
+def ddcore_side(name: str, recipe: dict, device: torch.device) -> tuple[Side, Any, list]:
+    """A side stepping the engine's ``Run.step``; also returns the run and its (device) losses."""
+    before = cuda_allocated(device)
     run = build_run(recipe, device)
-    losses = []
+    losses: list[torch.Tensor] = []
 
     def one(i):
         loss, _ = run.step(i)
         losses.append(loss)
 
-    times = time_steps(one, steps, device)
-    return {"steps_per_s": 1.0 / statistics.median(times), "step_s": times, "peak_mb": peak_memory_mb(device),
-            "first_loss": float(losses[0]), "run": run}
+    return Side(name, one, device, cuda_allocated(device) - before), run, losses
 
 
-def bench_naive(method: Method, run, device: torch.device, batch_real: int, steps: int) -> dict[str, Any]:
+def naive_side(method: Method, run, device: torch.device, batch_real: int) -> Side:
     import naive
 
-    reset_peak(device)
+    before = cuda_allocated(device)
     if method.naive_from_run is not None:
         ref = method.naive_from_run(run, device)
-        times = time_steps(ref.step, steps, device)
-        return {"steps_per_s": 1.0 / statistics.median(times), "step_s": times, "peak_mb": peak_memory_mb(device)}
-    data = naive.OfficialData(run.build_ctx.train, device)
-    info = run.build_ctx.info
-    ipc = run.recipe.synset.options.get("ipc", 10)
-    g = torch.Generator().manual_seed(0)
-    image_syn = torch.randn(info.num_classes * ipc, *info.image_shape, generator=g).to(device)
-    ref = method.naive(data, info, image_syn, ipc, batch_real, device)
-    times = time_steps(ref.step, steps, device)
-    return {"steps_per_s": 1.0 / statistics.median(times), "step_s": times, "peak_mb": peak_memory_mb(device)}
+    else:
+        data = naive.OfficialData(run.build_ctx.train, device)
+        info = run.build_ctx.info
+        ipc = run.recipe.synset.options.get("ipc", 10)
+        g = torch.Generator().manual_seed(0)
+        image_syn = torch.randn(info.num_classes * ipc, *info.image_shape, generator=g).to(device)
+        ref = method.naive(data, info, image_syn, ipc, batch_real, device)
+    return Side("naive", ref.step, device, cuda_allocated(device) - before)
 
 
 def installed(modules: tuple[str, ...]) -> Optional[str]:
@@ -246,11 +270,12 @@ def device_name(device: torch.device) -> str:
 
 
 def run_eval_bench(device: torch.device, quick: bool) -> dict[str, Any]:
-    """bench/bench_eval.py (imported): sequential vs vectorised-ensemble evaluation of 10 ConvNets."""
+    """bench/bench_eval.py (imported): sequential vs vectorised-ensemble vs threaded evaluation of 10 ConvNets."""
     spec = importlib.util.spec_from_file_location("bench_eval", HERE / "bench_eval.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    argv = ["bench_eval.py", "--device", str(device), "--epochs", "1" if quick else "4"]
+    argv = ["bench_eval.py", "--device", str(device), "--epochs", "1" if quick else "4",
+            "--repeats", "1" if quick else "3"]
     buf = io.StringIO()
     saved = sys.argv
     try:
@@ -263,12 +288,12 @@ def run_eval_bench(device: torch.device, quick: bool) -> dict[str, Any]:
     print(text, end="")
     out: dict[str, Any] = {"command": " ".join(["python bench/bench_eval.py", *argv[1:]]), "output": text}
     for line in text.splitlines():
-        if line.startswith("sequential:"):
-            out["sequential_s"] = float(line.split()[1])
-        elif line.startswith("ensemble:"):
-            out["ensemble_s"] = float(line.split()[1])
-    if "sequential_s" in out and "ensemble_s" in out:
-        out["ratio"] = out["sequential_s"] / out["ensemble_s"]
+        for path in ("sequential", "vmap", "threads"):
+            if line.startswith(path + ":"):
+                out[f"{path}_s"] = float(line.split()[1])
+    for path in ("vmap", "threads"):
+        if "sequential_s" in out and f"{path}_s" in out:
+            out[f"{path}_ratio"] = out["sequential_s"] / out[f"{path}_s"]
     return out
 
 
@@ -284,6 +309,9 @@ def main() -> None:
     p.add_argument("--queue-train-steps", type=int, default=10,
                    help="IDM queue SGD steps per iteration on both sides (paper: 10; fewer keeps CPU runs short)")
     p.add_argument("--eval", action="store_true", help="also run bench/bench_eval.py (imported)")
+    p.add_argument("--run", action="append", default=[], metavar="KEY=VALUE",
+                   help="a [run] recipe option for the ddcore side of every method (TOML value), e.g. "
+                        "channels_last=true; repeatable")
     p.add_argument("--out", type=Path, default=None, help="results file (default bench/results/<device>.json)")
     args = p.parse_args()
 
@@ -295,6 +323,13 @@ def main() -> None:
     data_root = os.environ.get("DDCORE_DATA")
     use_real = bool(data_root) and (Path(data_root) / "cifar10-jpeg").exists()
     wanted = [m.strip() for m in args.methods.split(",") if m.strip()]
+    run_changes: dict[str, Any] = {}
+    for item in args.run:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            p.error(f"--run: expected KEY=VALUE, got {item!r}")
+        import tomllib
+        run_changes[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
     print(f"device: {device} = {device_name(device)}; torch {torch.__version__}; batch_real {batch_real}/class; "
           f"{steps} timed steps after 1 warm-up; data: {'cifar10-jpeg' if use_real else 'random CIFAR-10-shaped'}")
     results: dict[str, Any] = {
@@ -320,42 +355,58 @@ def main() -> None:
             print(f"[skip] {method.title}: {why}")
             results["methods"][method.key] = {"title": method.title, "skipped": why}
             continue
-        recipe = load_recipe_dict(method, batch_real, use_real, {})
+        recipe = load_recipe_dict(method, batch_real, use_real, run_changes)
         try:
-            ours = bench_ddcore(recipe, device, steps)
+            ours, run, losses = ddcore_side("ddcore", recipe, device)
+            sides = [ours]
+            if method.naive is not None or method.naive_from_run is not None:
+                sides.append(naive_side(method, run, device, batch_real))
         except Exception as exc:  # a plugin still being written must not stop the others
             why = f"ddcore step failed: {type(exc).__name__}: {exc}"
             print(f"[skip] {method.title}: {why}")
             results["methods"][method.key] = {"title": method.title, "skipped": why}
             continue
-        entry = {"title": method.title, "ddcore": {k: v for k, v in ours.items() if k != "run"}, "note": method.note}
-        line = f"{method.title:8s} ddcore {ours['steps_per_s']:8.3f} steps/s  peak {ours['peak_mb']:8.0f} MB"
-        if method.naive is not None or method.naive_from_run is not None:
-            ref = bench_naive(method, ours["run"], device, batch_real, steps)
-            entry["naive"] = ref
-            entry["ratio"] = ours["steps_per_s"] / ref["steps_per_s"]
-            line += (f" | naive {ref['steps_per_s']:8.3f} steps/s  peak {ref['peak_mb']:8.0f} MB"
-                     f" | ratio {entry['ratio']:.2f}x")
-        print(line + (f"  ({method.note})" if method.note else ""))
-        results["methods"][method.key] = entry
+        variant_losses = {}
         if method.key == "dm" and not args.no_switches:
-            base = ours["steps_per_s"]
-            variants = {"bf16": {"precision": "bf16"}, "channels_last": {"channels_last": True},
-                        "tf32": {"precision": "tf32"}}
+            # each relative to the default step (on a CPU that already has channels_last and real_chunk on)
+            variants = {"bf16": {"precision": "bf16"}, "tf32": {"precision": "tf32"},
+                        "channels_last=on": {"channels_last": "on"}, "channels_last=off": {"channels_last": "off"},
+                        "real_chunk=0": {"real_chunk": 0},
+                        "nchw+no chunk": {"channels_last": "off", "real_chunk": 0}}
             for name, change in variants.items():
-                save()
                 try:
-                    var = bench_ddcore(load_recipe_dict(method, batch_real, use_real, change), device, steps)
+                    side, _, variant_losses[name] = ddcore_side(
+                        name, load_recipe_dict(method, batch_real, use_real, {**run_changes, **change}), device)
+                    sides.append(side)
                 except Exception as exc:
                     results["switches"][name] = {"failed": f"{type(exc).__name__}: {exc}"}
                     print(f"  DM switch {name}: failed ({type(exc).__name__}: {exc})")
-                    continue
-                rel_loss = abs(var["first_loss"] - ours["first_loss"]) / max(abs(ours["first_loss"]), 1e-12)
-                results["switches"][name] = {"steps_per_s": var["steps_per_s"], "ratio_vs_fp32": var["steps_per_s"] / base,
-                                             "step_s": var["step_s"], "first_step_loss_rel_diff": rel_loss}
-                print(f"  DM switch {name:13s} {var['steps_per_s']:8.3f} steps/s  {var['steps_per_s'] / base:.2f}x of "
-                      f"fp32  (first-step loss rel. diff {rel_loss:.1e})")
-        del ours
+        time_interleaved(sides, steps, device)
+        res = {side.name: side.result() for side in sides}
+        first_loss = float(losses[0])
+        entry = {"title": method.title, "ddcore": {**res["ddcore"], "first_loss": first_loss}, "note": method.note}
+        line = (f"{method.title:8s} ddcore {res['ddcore']['steps_per_s']:8.3f} steps/s  "
+                f"peak {res['ddcore']['peak_mb']:8.0f} MB")
+        if "naive" in res:
+            entry["naive"] = res["naive"]
+            entry["ratio"] = res["ddcore"]["steps_per_s"] / res["naive"]["steps_per_s"]
+            paired = [n / d for d, n in zip(res["ddcore"]["step_s"], res["naive"]["step_s"])]
+            entry["paired_ratios"] = paired
+            line += (f" | naive {res['naive']['steps_per_s']:8.3f} steps/s  peak {res['naive']['peak_mb']:8.0f} MB"
+                     f" | ratio {entry['ratio']:.2f}x (per round: {', '.join(f'{r:.2f}' for r in paired)})")
+        print(line + (f"  ({method.note})" if method.note else ""))
+        results["methods"][method.key] = entry
+        base = res["ddcore"]["steps_per_s"]
+        for name, var_losses in variant_losses.items():
+            var = res[name]
+            rel_loss = abs(float(var_losses[0]) - first_loss) / max(abs(first_loss), 1e-12)
+            results["switches"][name] = {"steps_per_s": var["steps_per_s"],
+                                         "ratio_vs_default": var["steps_per_s"] / base,
+                                         "step_s": var["step_s"], "first_step_loss_rel_diff": rel_loss}
+            print(f"  DM switch {name:17s} {var['steps_per_s']:8.3f} steps/s  {var['steps_per_s'] / base:.2f}x of "
+                  f"the default step  (first-step loss rel. diff {rel_loss:.1e})")
+        del sides, ours, run
+        save()
     if args.eval:
         results["eval"] = run_eval_bench(device, args.quick)
     save()

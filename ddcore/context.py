@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+import attrs
 import torch
 from torch import nn
 
@@ -163,6 +164,21 @@ class BuildContext:
         return x
 
 
+def batch_independent(net: nn.Module) -> bool:
+    """Whether ``net``'s output for an image does not depend on the rest of its batch.
+
+    False when a BatchNorm layer would use batch statistics (train mode, or no running statistics); a net
+    can state it with a ``batch_independent`` attribute (for layers this check does not know).
+    """
+    declared = getattr(net, "batch_independent", None)
+    if declared is not None:
+        return bool(declared)
+    return not any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm) and (m.training or not m.track_running_stats)
+        for m in net.modules()
+    )
+
+
 class StepContext:
     """Everything objective terms of one step share; memoises network outputs per (net, batch).
 
@@ -186,6 +202,7 @@ class StepContext:
         nets: list[nn.Module],
         info: dict[str, Any],
         aug_params: list[Any],
+        real_chunk: int = 0,
     ):
         self.step = step
         self.build = build
@@ -196,6 +213,7 @@ class StepContext:
         self.nets = nets
         self.info = info
         self.aug_params = aug_params
+        self.real_chunk = real_chunk
         self.logs: dict[str, torch.Tensor] = {}
         self._outputs: dict[tuple[int, str], BackboneOutput] = {}
         self._materialize: Optional[Callable[[], SynBatch]] = None
@@ -222,7 +240,9 @@ class StepContext:
 
         ``which`` is ``"real"``, ``"syn"``, ``"real_raw"`` or ``"syn_raw"``. Real batches are run under
         ``torch.no_grad()`` (their features are targets, never differentiated). All classes go through one
-        forward pass.
+        forward pass, except that a real batch larger than ``real_chunk`` (``[run] real_chunk``) is cut into
+        chunks of that many images when ``net`` is :func:`batch_independent`: the outputs are the same, and
+        on a CPU the smaller activations are faster than one huge batch.
         """
         net = self.net if net is None else net
         key = (id(net), which)
@@ -231,7 +251,13 @@ class StepContext:
             x = self.batch(which)
             if which.startswith("real"):
                 with torch.no_grad():
-                    out = net.forward_all(x)
+                    chunk = self.real_chunk
+                    if 0 < chunk < x.shape[0] and batch_independent(net):
+                        parts = [net.forward_all(x[i:i + chunk]) for i in range(0, x.shape[0], chunk)]
+                        out = BackboneOutput(**{f.name: torch.cat([getattr(p, f.name) for p in parts])
+                                                for f in attrs.fields(BackboneOutput)})
+                    else:
+                        out = net.forward_all(x)
             else:
                 out = net.forward_all(x)
             self._outputs[key] = out

@@ -70,6 +70,11 @@ class Run:
         # Under torchrun (WORLD_SIZE > 1) join the process group; cuda becomes cuda:LOCAL_RANK (ddcore.distributed).
         self.dist, self.device = init_from_env(resolve_device(device or recipe.device))
         self.resume = resume
+        # device-dependent defaults of the hot-path switches ("auto"/-1), measured in docs/benchmarks.md
+        on_cpu = self.device.type == "cpu"
+        chunk = recipe.run.real_chunk
+        self._real_chunk = (256 if on_cpu else 0) if chunk < 0 else chunk
+        self._channels_last = recipe.run.channels_last == "on" or (recipe.run.channels_last == "auto" and on_cpu)
         self.show_progress = (recipe.run.progress if progress is None else progress) and self.dist.is_main
         self.log = log if self.dist.is_main else (lambda *_: None)
         self.host.require(recipe.plugins, file=recipe.file)
@@ -188,11 +193,11 @@ class Run:
                 real = RealBatch(aug.apply(real.images, params, real.labels), real.labels, real.indices, real.per_class)
         ctx = StepContext(
             step=step, build=b, real=real, real_raw=real_raw, syn=syn, syn_raw=syn_raw, nets=nets,
-            info=self.sampler.info(), aug_params=aug_params,
+            info=self.sampler.info(), aug_params=aug_params, real_chunk=self._real_chunk,
         )
         ctx._materialize = self.parameterization.materialize
         run_cfg = self.recipe.run
-        if run_cfg.channels_last:
+        if self._channels_last:
             _to_channels_last(ctx)
         total = None
         tf32 = run_cfg.precision == "tf32"

@@ -217,10 +217,11 @@ class StubBuild:
         return g
 
 
-def make_step_context(build, real, syn, nets, step: int = 0, info: Optional[dict] = None) -> StepContext:
+def make_step_context(build, real, syn, nets, step: int = 0, info: Optional[dict] = None,
+                      real_chunk: int = 0) -> StepContext:
     """A StepContext over given (already augmented) real/syn batches, as the engine would hand to objectives."""
     return StepContext(step=step, build=build, real=real, real_raw=real, syn=syn, syn_raw=syn, nets=nets,
-                       info=info or {}, aug_params=[])
+                       info=info or {}, aug_params=[], real_chunk=real_chunk)
 
 
 class StubTrainSplit:

@@ -6,6 +6,7 @@ so the classes are perfectly separable) and a narrow ConvNet, on the CPU.
 
 from __future__ import annotations
 
+import time
 import types
 
 import pytest
@@ -16,6 +17,7 @@ from ddcore.config import ComponentRef
 from ddcore.context import BuildContext
 from ddcore.data.store import ClassIndexedData
 from ddcore.errors import RecipeError
+from ddcore.evaluation.concurrent import run_concurrently, split_threads
 from ddcore.evaluation.ensemble import can_vectorize, ensemble_accuracy, train_ensemble
 from ddcore.evaluation.train import (
     balanced_subset_indices,
@@ -210,13 +212,88 @@ def test_ensemble_members_equal_sequential_training(host):
 def test_evaluator_vectorised_equals_sequential(host):
     build = make_build(host)
     syn = real_synset(build)
-    vec = evaluator(build, models=[ARCH], num_models=3, epochs=3, batch_size=4, vectorize="on")
-    seq = evaluator(build, models=[ARCH], num_models=3, epochs=3, batch_size=4, vectorize="off")
-    chunked = evaluator(build, models=[ARCH], num_models=3, epochs=3, batch_size=4, max_parallel=2, vectorize="on")
-    a, b, c = vec.evaluate(syn, seed=7), seq.evaluate(syn, seed=7), chunked.evaluate(syn, seed=7)
+    vec = evaluator(build, models=[ARCH], num_models=3, epochs=3, batch_size=4, parallel="vmap")
+    seq = evaluator(build, models=[ARCH], num_models=3, epochs=3, batch_size=4, parallel="off")
+    chunked = evaluator(build, models=[ARCH], num_models=3, epochs=3, batch_size=4, max_parallel=2, parallel="vmap")
+    threads = evaluator(build, models=[ARCH], num_models=3, epochs=3, batch_size=4, parallel="threads")
+    a, b, c, d = (ev.evaluate(syn, seed=7) for ev in (vec, seq, chunked, threads))
     one_image = 100.0 / len(build.test) + 1e-9
-    for other in (b, c):
+    for other in (b, c, d):
         assert other["per_model"][ARCH]["values"] == pytest.approx(a["per_model"][ARCH]["values"], abs=one_image)
+
+
+# -- concurrent (threaded) training on CPU ------------------------------------------------------------
+
+
+def test_split_threads_shares_threads_between_workers():
+    assert split_threads(10, 2) == (2, 1)
+    assert split_threads(5, 16) == (5, 3)
+    assert split_threads(3, 8, max_workers=2) == (2, 4)
+    assert split_threads(1, 4) == (1, 4)
+    with pytest.raises(ValueError, match="jobs >= 1"):
+        split_threads(0, 2)
+
+
+def test_concurrent_members_are_bit_identical_to_single_threaded_sequential(host):
+    """Each worker runs on one intra-op thread, so every member's arithmetic is sequential training's at 1 thread,
+    whatever the interleaving; the caller's thread count is restored afterwards."""
+    build = make_build(host)  # DSA: every member draws its own augmentations
+    syn = real_synset(build, per_class=3)
+    kwargs = dict(epochs=3, lr=0.05, batch_size=5)
+
+    def members():
+        nets = [build.make_backbone(ARCH, seed_key=("thr", i)) for i in range(4)]
+        gens = [build.generator("thr", i) for i in range(4)]
+        return nets, gens
+
+    def job(net, g):
+        return lambda: params_of(train_classifier(net, syn.images, syn.labels, generator=g,
+                                                  augment=lambda x: build.augment_random(x, g), **kwargs))
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        sequential = [job(n, g)() for n, g in zip(*members())]
+    finally:
+        torch.set_num_threads(before)
+    torch.set_num_threads(3)
+    try:
+        concurrent = run_concurrently([job(n, g) for n, g in zip(*members())], workers=3, threads_per_worker=1)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+    assert len(concurrent) == 4
+    for seq, conc in zip(sequential, concurrent):
+        assert all(torch.equal(a, b) for a, b in zip(seq, conc))
+    assert not all(torch.equal(a, b) for a, b in zip(concurrent[0], concurrent[1]))  # distinct members
+
+
+def test_concurrent_failure_is_raised_and_pending_jobs_cancelled():
+    started = []
+
+    def job(i):
+        def run():
+            started.append(i)
+            if i == 0:
+                raise RuntimeError("member 0 diverged")
+            time.sleep(0.05)  # slow enough that the caller cancels the queue long before it drains
+            return i
+        return run
+
+    with pytest.raises(RuntimeError, match="member 0 diverged"):
+        run_concurrently([job(i) for i in range(40)], workers=2)
+    assert 0 in started and len(started) < 20  # the jobs queued behind the failure were cancelled, not run
+    assert run_concurrently([job(5), job(6)], workers=1) == [5, 6]
+
+
+def test_batchnorm_nets_train_with_threads(host):
+    build = make_build(host, augment=False)
+    syn = real_synset(build)
+    threads = evaluator(build, models=["ConvNetBN"], num_models=2, epochs=2, parallel="threads").evaluate(syn, seed=0)
+    seq = evaluator(build, models=["ConvNetBN"], num_models=2, epochs=2, parallel="off").evaluate(syn, seed=0)
+    one_image = 100.0 / len(build.test) + 1e-9
+    assert threads["per_model"]["ConvNetBN"]["values"] == pytest.approx(seq["per_model"]["ConvNetBN"]["values"],
+                                                                        abs=one_image)
 
 
 def test_batchnorm_nets_fall_back_to_sequential(host):
@@ -224,7 +301,8 @@ def test_batchnorm_nets_fall_back_to_sequential(host):
     nets = [build.make_backbone("ConvNetBN", seed_key=i) for i in range(2)]
     assert not can_vectorize(nets)
     assert not can_vectorize(nets[:1])
-    res = evaluator(build, models=["ConvNetBN"], num_models=2, epochs=1).evaluate(real_synset(build), seed=0)
+    res = evaluator(build, models=["ConvNetBN"], num_models=2, epochs=1, parallel="vmap").evaluate(
+        real_synset(build), seed=0)
     assert res["num_models"] == 2 and len(res["per_model"]["ConvNetBN"]["values"]) == 2
 
 

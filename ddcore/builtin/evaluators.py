@@ -3,13 +3,15 @@
 For every architecture in ``models``, ``num_models`` fresh networks are trained on the synthetic set with
 SGD for ``epochs + 1`` epochs (lr x0.1 after epoch ``epochs // 2 + 1``, momentum reset), with the run's
 siamese augmentations in random mode on every batch (DSA at train time), then tested once on the test split.
-Networks without running statistics are trained as one vectorised ensemble (``vectorize``); BatchNorm nets
-one after another. Accuracies are reported in percent.
+How the ``num_models`` networks of one architecture are trained is ``parallel``: one vectorised ``torch.func``
+ensemble (``vmap``; nets without running statistics, the others one after another), side by side on CPU
+threads (``threads``; any net), or one after another (``off``). ``auto`` picks ``vmap`` on CUDA and
+``threads`` on a CPU, the faster of each device (``bench/bench_eval.py``). Accuracies are reported in percent.
 
 Seeding: network ``i`` of architecture ``arch`` for evaluation seed ``seed`` is initialised from
 ``build.make_backbone(arch, seed_key=(seed, i))``; its shuffling and augmentation draws come from
-``build.generator("eval", arch, seed, i)``. The ensemble and the sequential path consume these streams in
-the same order, so both train the same networks (up to floating-point differences).
+``build.generator("eval", arch, seed, i)``. Every path consumes these streams in the same order, so all
+train the same networks (up to floating-point differences between kernels).
 
 Architecture names are used as listed (``ConvNetBN`` stays a BN net: the recipe author lists what to
 evaluate; the reference's mode 'S' would strip the suffix).
@@ -27,6 +29,7 @@ import ddcore
 from ddcore.components import Evaluator
 from ddcore.config import non_negative, option, positive
 from ddcore.errors import RecipeError, UserError
+from ddcore.evaluation.concurrent import run_concurrently, split_threads
 from ddcore.evaluation.ensemble import can_vectorize, ensemble_accuracy, train_ensemble
 from ddcore.evaluation.train import LOSSES, evaluate_accuracy, train_classifier
 from ddcore.types import SynBatch
@@ -55,11 +58,14 @@ class TrainFromScratchConfig:
                                 "class-balanced subset (the first images of every class).",
                              validator=non_negative)
     test_batch_size: int = option(1024, "Test batch size (images per forward pass).", validator=positive)
-    vectorize: str = option("auto", "Train the networks of one architecture as one vectorised torch.func "
-                                    "ensemble (nets without running statistics only): 'on', 'off', or 'auto' = on "
-                                    "for CUDA, off on CPU (measured slower there: bench/bench_eval.py).",
-                            choices=("auto", "on", "off"))
-    max_parallel: int = option(0, "Most networks in one vectorised ensemble (0 = all num_models).",
+    parallel: str = option(
+        "auto", "How the networks of one architecture are trained: 'vmap' = one vectorised torch.func ensemble "
+                "(nets without running statistics; others one after another), 'threads' = side by side on CPU "
+                "threads sharing the intra-op threads (any net), 'off' = one after another; 'auto' = vmap on "
+                "CUDA, threads on CPU (the faster on each: bench/bench_eval.py).",
+        choices=("auto", "vmap", "threads", "off"))
+    max_parallel: int = option(0, "Most networks trained at once: per vectorised ensemble, or concurrent "
+                                  "threads (0 = all num_models; threads: at most the intra-op thread count).",
                                validator=non_negative)
     baselines: list[str] = option(
         attrs.NOTHING, "Same-budget baselines the engine also evaluates (random, herding, ...).",
@@ -76,7 +82,10 @@ class TrainFromScratch(Evaluator):
             raise RecipeError("needs at least one architecture", key="eval.models")
         for i, name in enumerate(config.models):
             build.registry.get("backbone", name, key=f"eval.models[{i}]")
-        self._vectorize = config.vectorize == "on" or (config.vectorize == "auto" and build.device.type == "cuda")
+        mode = config.parallel
+        if mode == "auto":
+            mode = "vmap" if build.device.type == "cuda" else "threads"
+        self._parallel = mode
 
     # -- helpers ------------------------------------------------------------------------------------
     def _loss_for(self, synset: SynBatch) -> tuple[torch.Tensor, str]:
@@ -105,23 +114,35 @@ class TrainFromScratch(Evaluator):
             epochs=cfg.epochs, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
             batch_size=cfg.batch_size, loss=loss,
         )
+        test = build.test  # loaded here, not lazily inside worker threads
         accs: list[torch.Tensor | float] = []
         group = cfg.max_parallel or cfg.num_models
+        if self._parallel == "threads":
+            group = len(indices)  # the thread pool bounds the parallelism (max_parallel caps its workers)
         for lo in range(0, len(indices), group):
             members = indices[lo:lo + group]
             nets = [build.make_backbone(arch, seed_key=(seed, i)) for i in members]
             gens = [build.generator("eval", arch, seed, i) for i in members]
             augs = [self._augment(g) for g in gens]
-            if self._vectorize and can_vectorize(nets):
+            if self._parallel == "vmap" and can_vectorize(nets):
                 ens = train_ensemble(
                     nets, images, labels, generators=gens,
                     augments=None if augs[0] is None else augs, write_back=False, **train_kwargs,
                 )
-                accs.extend(ensemble_accuracy(ens, build.test, cfg.test_batch_size, limit=cfg.test_limit).tolist())
-            else:
-                for net, g, aug in zip(nets, gens, augs):
+                accs.extend(ensemble_accuracy(ens, test, cfg.test_batch_size, limit=cfg.test_limit).tolist())
+                continue
+
+            def job(net, g, aug):
+                def train_and_test() -> float:
                     train_classifier(net, images, labels, generator=g, augment=aug, **train_kwargs)
-                    accs.append(evaluate_accuracy(net, build.test, cfg.test_batch_size, limit=cfg.test_limit))
+                    return evaluate_accuracy(net, test, cfg.test_batch_size, limit=cfg.test_limit)
+                return train_and_test
+
+            jobs = [job(net, g, aug) for net, g, aug in zip(nets, gens, augs)]
+            workers, per_worker = 1, 1
+            if self._parallel == "threads":
+                workers, per_worker = split_threads(len(jobs), torch.get_num_threads(), cfg.max_parallel)
+            accs.extend(run_concurrently(jobs, workers=workers, threads_per_worker=per_worker))
         return [100.0 * float(a) for a in accs]
 
     # -- sharded evaluation (ddcore.distributed deals units to ranks) ---------------------------------
