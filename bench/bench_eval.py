@@ -13,6 +13,7 @@ the script also prints the largest per-member weight difference of each path to 
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 import types
@@ -102,14 +103,12 @@ def main() -> None:
     def threaded():
         nets, gens, augs = setup()
 
-        def job(i):
-            def run():
-                train_classifier(nets[i], images, labels, generator=gens[i], augment=augs and augs[i], **kwargs)
-                return evaluate_accuracy(nets[i], test)
-            return run
+        def train_and_test(i: int) -> float:
+            train_classifier(nets[i], images, labels, generator=gens[i], augment=augs and augs[i], **kwargs)
+            return evaluate_accuracy(nets[i], test)
 
-        return nets, run_concurrently([job(i) for i in range(len(nets))], workers=workers,
-                                      threads_per_worker=per_worker)
+        jobs = [functools.partial(train_and_test, i) for i in range(len(nets))]
+        return nets, run_concurrently(jobs, workers=workers, threads_per_worker=per_worker)
 
     fns = {"sequential": sequential, "vmap": vectorised, "threads": threaded}
     names = ["sequential"] + paths

@@ -311,7 +311,7 @@ def main() -> None:
     p.add_argument("--eval", action="store_true", help="also run bench/bench_eval.py (imported)")
     p.add_argument("--run", action="append", default=[], metavar="KEY=VALUE",
                    help="a [run] recipe option for the ddcore side of every method (TOML value), e.g. "
-                        "channels_last=true; repeatable")
+                        "channels_last='\"off\"' or real_chunk=0; repeatable")
     p.add_argument("--out", type=Path, default=None, help="results file (default bench/results/<device>.json)")
     args = p.parse_args()
 
@@ -323,12 +323,13 @@ def main() -> None:
     data_root = os.environ.get("DDCORE_DATA")
     use_real = bool(data_root) and (Path(data_root) / "cifar10-jpeg").exists()
     wanted = [m.strip() for m in args.methods.split(",") if m.strip()]
+    import tomllib
+
     run_changes: dict[str, Any] = {}
     for item in args.run:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             p.error(f"--run: expected KEY=VALUE, got {item!r}")
-        import tomllib
         run_changes[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
     print(f"device: {device} = {device_name(device)}; torch {torch.__version__}; batch_real {batch_real}/class; "
           f"{steps} timed steps after 1 warm-up; data: {'cifar10-jpeg' if use_real else 'random CIFAR-10-shaped'}")

@@ -19,6 +19,7 @@ evaluate; the reference's mode 'S' would strip the suffix).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Optional, Sequence
 
 import attrs
@@ -115,6 +116,11 @@ class TrainFromScratch(Evaluator):
             batch_size=cfg.batch_size, loss=loss,
         )
         test = build.test  # loaded here, not lazily inside worker threads
+
+        def train_and_test(net, generator, augment) -> float:
+            train_classifier(net, images, labels, generator=generator, augment=augment, **train_kwargs)
+            return evaluate_accuracy(net, test, cfg.test_batch_size, limit=cfg.test_limit)
+
         accs: list[torch.Tensor | float] = []
         group = cfg.max_parallel or cfg.num_models
         if self._parallel == "threads":
@@ -131,14 +137,7 @@ class TrainFromScratch(Evaluator):
                 )
                 accs.extend(ensemble_accuracy(ens, test, cfg.test_batch_size, limit=cfg.test_limit).tolist())
                 continue
-
-            def job(net, g, aug):
-                def train_and_test() -> float:
-                    train_classifier(net, images, labels, generator=g, augment=aug, **train_kwargs)
-                    return evaluate_accuracy(net, test, cfg.test_batch_size, limit=cfg.test_limit)
-                return train_and_test
-
-            jobs = [job(net, g, aug) for net, g, aug in zip(nets, gens, augs)]
+            jobs = [functools.partial(train_and_test, net, g, aug) for net, g, aug in zip(nets, gens, augs)]
             workers, per_worker = 1, 1
             if self._parallel == "threads":
                 workers, per_worker = split_threads(len(jobs), torch.get_num_threads(), cfg.max_parallel)
