@@ -26,6 +26,7 @@ from ddcore.data.store import ClassIndexedData
 from ddcore.evaluation.concurrent import run_concurrently, split_threads
 from ddcore.evaluation.ensemble import ensemble_accuracy, train_ensemble
 from ddcore.evaluation.train import evaluate_accuracy, train_classifier
+from ddcore.hotpath import HotPath
 from ddcore.plugins import PluginHost
 from ddcore.types import DatasetInfo
 
@@ -44,7 +45,9 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=2, help="Epoch of the protocol (epochs + 1 are trained)")
     p.add_argument("--test", type=int, default=500, help="test images")
     p.add_argument("--no-augment", action="store_true", help="train without DSA")
-    p.add_argument("--paths", default="vmap,threads", help="paths timed against sequential: vmap, threads")
+    p.add_argument("--paths", default="vmap,threads,compiled",
+                   help="paths timed against sequential: vmap, threads, compiled (sequential, torch.compile'd "
+                        "channels_last nets: the evaluator's compile option)")
     p.add_argument("--repeats", type=int, default=1,
                    help="rounds of all paths, interleaved; medians are reported (a shared machine is noisy)")
     args = p.parse_args()
@@ -74,11 +77,16 @@ def main() -> None:
     nets, gens, augs = setup()
     train_classifier(nets[0], images, labels, generator=gens[0], augment=augs and augs[0], epochs=0)
     train_ensemble(nets[:2], images, labels, generators=gens[:2], augments=augs and augs[:2], epochs=0)
+    hot = HotPath(channels_last=device.type == "cpu", compile=True, scope="eval")
+    t0 = time.perf_counter()
+    train_classifier(hot.prepare_net(nets[2]), images, labels, generator=gens[2], augment=augs and augs[2], epochs=0)
+    evaluate_accuracy(nets[2], test)
+    compile_s = time.perf_counter() - t0
 
     paths = [x for x in args.paths.split(",") if x]
     for path in paths:
-        if path not in ("vmap", "threads"):
-            p.error(f"--paths: unknown path {path!r}; allowed: vmap, threads")
+        if path not in ("vmap", "threads", "compiled"):
+            p.error(f"--paths: unknown path {path!r}; allowed: vmap, threads, compiled")
     workers, per_worker = split_threads(args.num_models, torch.get_num_threads())
     threads_before = torch.get_num_threads()
 
@@ -110,7 +118,14 @@ def main() -> None:
         jobs = [functools.partial(train_and_test, i) for i in range(len(nets))]
         return nets, run_concurrently(jobs, workers=workers, threads_per_worker=per_worker)
 
-    fns = {"sequential": sequential, "vmap": vectorised, "threads": threaded}
+    def compiled():
+        nets, gens, augs = setup()
+        for i, net in enumerate(nets):
+            train_classifier(hot.prepare_net(net), images, labels, generator=gens[i], augment=augs and augs[i],
+                             **kwargs)
+        return nets, [evaluate_accuracy(net, test) for net in nets]
+
+    fns = {"sequential": sequential, "vmap": vectorised, "threads": threaded, "compiled": compiled}
     names = ["sequential"] + paths
     wall: dict[str, list[float]] = {n: [] for n in names}
     cpu: dict[str, list[float]] = {n: [] for n in names}
@@ -135,7 +150,8 @@ def main() -> None:
     steps = (args.epochs + 1) * -(-10 * args.ipc // 256)
     print(f"device={device} arch={args.arch} models={args.num_models} ipc={args.ipc} epochs={args.epochs}+1 "
           f"steps/model={steps} test={args.test} augment={not args.no_augment} threads={threads_before} "
-          f"(threads path: {workers} workers x {per_worker}) repeats={max(1, args.repeats)}")
+          f"(threads path: {workers} workers x {per_worker}) repeats={max(1, args.repeats)}; "
+          f"compiled path: {compile_s:.1f} s compilation (warm-up, untimed)")
     med = {n: (statistics.median(wall[n]), statistics.median(cpu[n])) for n in names}
     for name in names:
         runs = ", ".join(f"{t:.2f}" for t in wall[name])

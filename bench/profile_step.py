@@ -1,4 +1,4 @@
-"""Profile one DM distillation step (the engine's ``Run.step``) with ``torch.profiler`` under each hot-path switch.
+"""Profile one distillation step (DM unless ``--method``) (the engine's ``Run.step``) with ``torch.profiler`` under each hot-path switch.
 
     python bench/profile_step.py [--device cpu|cuda] [--batch-real 256] [--steps 2] [--top 12]
 
@@ -24,11 +24,11 @@ from torch.profiler import ProfilerActivity, profile
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from run_all import Method, build_run, load_recipe_dict, sync  # noqa: E402
+from run_all import build_run, methods, load_recipe_dict, sync  # noqa: E402
 
 VARIANTS = {"default": {}, "nchw": {"channels_last": "off"}, "no_chunk": {"real_chunk": 0},
             "bf16": {"precision": "bf16"}, "channels_last": {"channels_last": "on"},
-            "tf32": {"precision": "tf32"}}
+            "tf32": {"precision": "tf32"}, "eager": {"compile": "off"}}
 
 
 def main() -> None:
@@ -38,14 +38,15 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--top", type=int, default=12)
     p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--method", default="dm", help="a run_all method key (dm, idm, idm_iid, dsa, dcc)")
     args = p.parse_args()
     device = torch.device(args.device)
-    method = Method("dm", "DM", "dm.toml", ("ddcore_dm",))
+    method = next(m for m in methods() if m.key == args.method)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     report = []
     for name in args.variants.split(","):
-        run = build_run(load_recipe_dict(method, args.batch_real, False, VARIANTS[name]), device)
+        run = build_run(load_recipe_dict(method, args.batch_real, False, VARIANTS[name]), device, scope=name)
         run.step(0)  # warm-up
         sync(device)
         with profile(activities=activities) as prof:
@@ -55,10 +56,10 @@ def main() -> None:
             sync(device)
             per_step = (time.perf_counter() - t0) / args.steps
         table = prof.key_averages().table(sort_by=sort, row_limit=args.top)
-        text = f"== {name}: {per_step:.3f} s/step (profiled, batch_real {args.batch_real}/class, {device})\n{table}\n"
+        text = f"== {args.method} {name}: {per_step:.3f} s/step (profiled, batch_real {args.batch_real}/class, {device})\n{table}\n"
         print(text)
         report.append(text)
-    out = HERE / "results" / f"profile_{device.type}.txt"
+    out = HERE / "results" / (f"profile_{device.type}.txt" if args.method == "dm" else f"profile_{args.method}_{device.type}.txt")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(report))
     print(f"wrote {out}")

@@ -16,8 +16,9 @@ Data: CIFAR-10-shaped random uint8 images (500 per class; only speed matters) un
 exists, in which case the recipe's real data are used. A method whose plugin (or recipe) is not installed is skipped
 with a printed note. ``--quick`` uses batch_real 64 and 2 timed steps (a smoke run, not the table).
 
-Also measured for DM: the recipe switches ``[run] precision = "bf16" | "tf32"``, ``channels_last = "on" | "off"``
-and ``real_chunk = 0`` (ddcore side only, ratio to the default ddcore step), and the evaluation benchmark of
+Also measured (``SWITCHES``): for DM the recipe switches ``[run] precision = "bf16" | "tf32"``, ``compile = "on" |
+"off"``, ``channels_last = "on" | "off"`` and ``real_chunk = 0``, for IDM(+IID) ``compile = "off"`` (ddcore side
+only, ratio to the default ddcore step), and the evaluation benchmark of
 ``bench/bench_eval.py`` (imported) when ``--eval`` is given. ``--run KEY=VALUE`` sets a ``[run]`` option on the
 ddcore side of every method.
 """
@@ -123,6 +124,18 @@ def _krr_bench(r: dict) -> None:
     r["sampler"].update(init_steps_max=1, num_models=2)
 
 
+#: ddcore-side variants timed against the default step (``--no-switches`` skips them)
+SWITCHES: dict[str, dict[str, dict]] = {
+    "dm": {"bf16": {"precision": "bf16"}, "tf32": {"precision": "tf32"},
+           "compile=on": {"compile": "on"}, "compile=off": {"compile": "off"},
+           "channels_last=on": {"channels_last": "on"}, "channels_last=off": {"channels_last": "off"},
+           "real_chunk=0": {"real_chunk": 0},
+           "all off": {"channels_last": "off", "real_chunk": 0, "compile": "off"}},
+    "idm": {"compile=off": {"compile": "off"}},
+    "idm_iid": {"compile=off": {"compile": "off"}},
+}
+
+
 def methods() -> list[Method]:
     import naive
 
@@ -213,20 +226,26 @@ def load_recipe_dict(method: Method, batch_real: int, use_real_data: bool, run_c
     return r
 
 
-def build_run(recipe: dict, device: torch.device):
+def build_run(recipe: dict, device: torch.device, scope: str = "step"):
+    """The engine's ``Run`` for ``recipe``, built. ``scope`` names its compiled-code cache: sides that share one
+    process get one each, as separate runs (separate processes) would, so that one side's compiled variants do
+    not use up another's recompile budget (``ddcore.hotpath.compile_backbone``)."""
+    import attrs
+
     from ddcore.engine import Run
     from ddcore.plugins import PluginHost
     from ddcore.recipe import parse_recipe
 
     run = Run(parse_recipe(recipe), host=PluginHost(extra=[BenchPlugin()]), out_dir=None, device=str(device),
               progress=False, log=lambda *_: None)
+    run.hot_path = attrs.evolve(run.hot_path, scope=scope)
     return run.build()
 
 
 def ddcore_side(name: str, recipe: dict, device: torch.device) -> tuple[Side, Any, list]:
     """A side stepping the engine's ``Run.step``; also returns the run and its (device) losses."""
     before = cuda_allocated(device)
-    run = build_run(recipe, device)
+    run = build_run(recipe, device, scope=f"bench:{recipe.get('name')}:{name}")
     losses: list[torch.Tensor] = []
 
     def one(i):
@@ -270,7 +289,8 @@ def device_name(device: torch.device) -> str:
 
 
 def run_eval_bench(device: torch.device, quick: bool) -> dict[str, Any]:
-    """bench/bench_eval.py (imported): sequential vs vectorised-ensemble vs threaded evaluation of 10 ConvNets."""
+    """bench/bench_eval.py (imported): sequential vs vectorised-ensemble vs threaded vs compiled evaluation of 10
+    ConvNets."""
     spec = importlib.util.spec_from_file_location("bench_eval", HERE / "bench_eval.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -288,10 +308,10 @@ def run_eval_bench(device: torch.device, quick: bool) -> dict[str, Any]:
     print(text, end="")
     out: dict[str, Any] = {"command": " ".join(["python bench/bench_eval.py", *argv[1:]]), "output": text}
     for line in text.splitlines():
-        for path in ("sequential", "vmap", "threads"):
+        for path in ("sequential", "vmap", "threads", "compiled"):
             if line.startswith(path + ":"):
                 out[f"{path}_s"] = float(line.split()[1])
-    for path in ("vmap", "threads"):
+    for path in ("vmap", "threads", "compiled"):
         if "sequential_s" in out and f"{path}_s" in out:
             out[f"{path}_ratio"] = out["sequential_s"] / out[f"{path}_s"]
     return out
@@ -305,7 +325,7 @@ def main() -> None:
     p.add_argument("--methods", default="dm,idm,idm_iid,dsa,dcc,krr_st")
     p.add_argument("--steps", type=int, default=0, help="timed steps per side (default 3; quick 2)")
     p.add_argument("--batch-real", type=int, default=0, help="real images per class (default 256; quick 64)")
-    p.add_argument("--no-switches", action="store_true", help="skip the precision/channels_last DM variants")
+    p.add_argument("--no-switches", action="store_true", help="skip the switch variants (SWITCHES)")
     p.add_argument("--queue-train-steps", type=int, default=10,
                    help="IDM queue SGD steps per iteration on both sides (paper: 10; fewer keeps CPU runs short)")
     p.add_argument("--eval", action="store_true", help="also run bench/bench_eval.py (imported)")
@@ -368,20 +388,17 @@ def main() -> None:
             results["methods"][method.key] = {"title": method.title, "skipped": why}
             continue
         variant_losses = {}
-        if method.key == "dm" and not args.no_switches:
-            # each relative to the default step (on a CPU that already has channels_last and real_chunk on)
-            variants = {"bf16": {"precision": "bf16"}, "tf32": {"precision": "tf32"},
-                        "channels_last=on": {"channels_last": "on"}, "channels_last=off": {"channels_last": "off"},
-                        "real_chunk=0": {"real_chunk": 0},
-                        "nchw+no chunk": {"channels_last": "off", "real_chunk": 0}}
-            for name, change in variants.items():
+        if method.key in SWITCHES and not args.no_switches:
+            # each relative to the default step (on a CPU: channels_last, real_chunk 256 and compile already on)
+            for name, change in SWITCHES[method.key].items():
                 try:
                     side, _, variant_losses[name] = ddcore_side(
                         name, load_recipe_dict(method, batch_real, use_real, {**run_changes, **change}), device)
                     sides.append(side)
                 except Exception as exc:
-                    results["switches"][name] = {"failed": f"{type(exc).__name__}: {exc}"}
-                    print(f"  DM switch {name}: failed ({type(exc).__name__}: {exc})")
+                    failed = {"failed": f"{type(exc).__name__}: {exc}"}
+                    results["switches"].setdefault(method.key, {})[name] = failed
+                    print(f"  {method.title} switch {name}: failed ({type(exc).__name__}: {exc})")
         time_interleaved(sides, steps, device)
         res = {side.name: side.result() for side in sides}
         first_loss = float(losses[0])
@@ -401,11 +418,11 @@ def main() -> None:
         for name, var_losses in variant_losses.items():
             var = res[name]
             rel_loss = abs(float(var_losses[0]) - first_loss) / max(abs(first_loss), 1e-12)
-            results["switches"][name] = {"steps_per_s": var["steps_per_s"],
-                                         "ratio_vs_default": var["steps_per_s"] / base,
-                                         "step_s": var["step_s"], "first_step_loss_rel_diff": rel_loss}
-            print(f"  DM switch {name:17s} {var['steps_per_s']:8.3f} steps/s  {var['steps_per_s'] / base:.2f}x of "
-                  f"the default step  (first-step loss rel. diff {rel_loss:.1e})")
+            results["switches"].setdefault(method.key, {})[name] = {
+                "steps_per_s": var["steps_per_s"], "ratio_vs_default": var["steps_per_s"] / base,
+                "step_s": var["step_s"], "first_step_loss_rel_diff": rel_loss}
+            print(f"  {method.title} switch {name:17s} {var['steps_per_s']:8.3f} steps/s  "
+                  f"{var['steps_per_s'] / base:.2f}x of the default step  (first-step loss rel. diff {rel_loss:.1e})")
         del sides, ours, run
         save()
     if args.eval:

@@ -9,9 +9,9 @@ satisfy the protocol; the engine only relies on the methods documented here.
 from __future__ import annotations
 
 import abc
+import dataclasses
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Optional
 
-import attrs
 import torch
 from torch import nn
 
@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 Coupling = Literal["separable", "shared", "collective"]
 
 
-@attrs.define(frozen=True)
+# A frozen dataclass, not attrs: torch.compile traces dataclass construction inside a compiled forward_all.
+@dataclasses.dataclass(frozen=True)
 class BackboneOutput:
     """Everything one forward pass of a backbone yields.
 
@@ -173,6 +174,10 @@ class Objective(Component):
     """
 
     coupling: ClassVar[Coupling] = "shared"
+    #: True when the term differentiates through gradients of the step network (``create_graph=True``, e.g.
+    #: gradient matching). Compiled code has no double backward, so ``[run] compile = "auto"`` then stays eager
+    #: and ``"on"`` is refused.
+    double_backward: ClassVar[bool] = False
 
     @abc.abstractmethod
     def __call__(self, ctx: "StepContext") -> torch.Tensor:

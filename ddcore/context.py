@@ -6,11 +6,13 @@ import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-import attrs
+import dataclasses
+
 import torch
 from torch import nn
 
 from ddcore.components import BackboneOutput
+from ddcore.hotpath import HotPath
 from ddcore.types import DatasetInfo, RealBatch, SynBatch
 
 if TYPE_CHECKING:
@@ -46,6 +48,7 @@ class BuildContext:
         rank: int = 0,
         world_size: int = 1,
         log: Callable[[str], None] = print,
+        hot_path: Optional[HotPath] = None,
     ):
         self.recipe = recipe
         self.registry = registry
@@ -64,6 +67,8 @@ class BuildContext:
         self.augmentations: list = []
         #: Free-form shared memo for components of different plugins (keyed by plugin-chosen strings).
         self.shared: dict[str, Any] = {}
+        #: The run's resolved speed switches (``[run] channels_last`` / ``real_chunk`` / ``compile``).
+        self.hot_path = hot_path if hot_path is not None else HotPath()
 
     # -- data ---------------------------------------------------------------------------------------
     @property
@@ -132,6 +137,15 @@ class BuildContext:
             with self.seeded("backbone", ref.name, seed_key):
                 net = entry.factory(config, info=self.info, num_classes=n)
         return net.to(self.device)
+
+    def prepare_net(self, net: nn.Module) -> nn.Module:
+        """Put a network that the distillation step trains or runs on the run's hot path, in place; returns it.
+
+        The engine does this for the sampler's step networks (``ctx.nets``). A component that also trains
+        networks of its own during the step (a model-queue sampler) calls it once per network, so that those
+        passes run in the same memory format and compiled code. Evaluation networks are not prepared.
+        """
+        return self.hot_path.prepare_net(net)
 
     def make_component(self, kind: str, ref: "ComponentRef | str", *, key: str = "", **kwargs: Any) -> Any:
         """Build any registered component from a name or ``ComponentRef`` (used by plugins composing others)."""
@@ -255,7 +269,7 @@ class StepContext:
                     if 0 < chunk < x.shape[0] and batch_independent(net):
                         parts = [net.forward_all(x[i:i + chunk]) for i in range(0, x.shape[0], chunk)]
                         out = BackboneOutput(**{f.name: torch.cat([getattr(p, f.name) for p in parts])
-                                                for f in attrs.fields(BackboneOutput)})
+                                                for f in dataclasses.fields(BackboneOutput)})
                     else:
                         out = net.forward_all(x)
             else:

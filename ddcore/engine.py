@@ -15,12 +15,14 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Optional
 
+import attrs
 import torch
 
 from ddcore.artifacts import atomic_write_bytes, atomic_write_text, load_checkpoint, save_checkpoint, save_grid, save_synset
 from ddcore.context import BuildContext, StepContext, derive_seed
 from ddcore.distributed import init_from_env
 from ddcore.errors import RecipeError, UserError
+from ddcore.hotpath import HotPath
 from ddcore.plugins import PluginHost, get_host
 from ddcore.recipe import Recipe, load_recipe, validate
 from ddcore.types import RealBatch, SynBatch
@@ -71,10 +73,7 @@ class Run:
         self.dist, self.device = init_from_env(resolve_device(device or recipe.device))
         self.resume = resume
         # device-dependent defaults of the hot-path switches ("auto"/-1), measured in docs/benchmarks.md
-        on_cpu = self.device.type == "cpu"
-        chunk = recipe.run.real_chunk
-        self._real_chunk = (256 if on_cpu else 0) if chunk < 0 else chunk
-        self._channels_last = recipe.run.channels_last == "on" or (recipe.run.channels_last == "auto" and on_cpu)
+        self.hot_path = HotPath.resolve(recipe.run, self.device)
         self.show_progress = (recipe.run.progress if progress is None else progress) and self.dist.is_main
         self.log = log if self.dist.is_main else (lambda *_: None)
         self.host.require(recipe.plugins, file=recipe.file)
@@ -110,7 +109,7 @@ class Run:
         self.build_ctx = b = BuildContext(
             recipe=recipe, registry=reg, info=info, device=self.device, seed=recipe.seed, train=train,
             test_loader=load_test, cache_dir=cache_dir(), out_dir=self.out_dir, log=self.log,
-            rank=self.dist.rank, world_size=self.dist.world_size,
+            rank=self.dist.rank, world_size=self.dist.world_size, hot_path=self.hot_path,
         )
         b.augmentations = [
             reg.get("augmentation", a.name).factory(cfg[f"augment[{i}]"], b) for i, a in enumerate(recipe.augment)
@@ -123,6 +122,7 @@ class Run:
             (o.ref.name, o.weight, reg.get("objective", o.ref.name).factory(cfg[f"objective[{i}]"], b))
             for i, o in enumerate(recipe.objective)
         ]
+        self._check_compile()
         self.optimizer = reg.get("optimizer", recipe.optimizer.name).factory(
             cfg["optimizer"], b, param_groups=self.parameterization.param_groups(),
             parameterization=self.parameterization, total_steps=recipe.run.iterations,
@@ -133,6 +133,19 @@ class Run:
         self.dist.configure(self)
         self.built = True
         return self
+
+    def _check_compile(self) -> None:
+        """``[run] compile`` against objectives that need double backward: 'auto' stays eager, 'on' is an error."""
+        needs = [name for name, _, obj in self.objectives if getattr(obj, "double_backward", False)]
+        if not (self.hot_path.compile and needs):
+            return
+        if self.recipe.run.compile == "on":
+            raise RecipeError(
+                f"'on' cannot run objective {needs[0]!r}: it differentiates through the network's gradients "
+                "(double backward), which torch.compile does not support; expected 'off' or 'auto'",
+                file=self.recipe.file, key="run.compile")
+        self.hot_path = attrs.evolve(self.hot_path, compile=False)
+        self.build_ctx.hot_path = self.hot_path
 
     # -- state ----------------------------------------------------------------------------------------
     def state_dict(self, step: int) -> dict[str, Any]:
@@ -193,12 +206,11 @@ class Run:
                 real = RealBatch(aug.apply(real.images, params, real.labels), real.labels, real.indices, real.per_class)
         ctx = StepContext(
             step=step, build=b, real=real, real_raw=real_raw, syn=syn, syn_raw=syn_raw, nets=nets,
-            info=self.sampler.info(), aug_params=aug_params, real_chunk=self._real_chunk,
+            info=self.sampler.info(), aug_params=aug_params, real_chunk=self.hot_path.real_chunk,
         )
         ctx._materialize = self.parameterization.materialize
         run_cfg = self.recipe.run
-        if self._channels_last:
-            _to_channels_last(ctx)
+        _apply_hot_path(ctx, self.hot_path)
         total = None
         tf32 = run_cfg.precision == "tf32"
         with _Tf32(tf32), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=run_cfg.precision == "bf16"):
@@ -343,6 +355,8 @@ class Run:
             "storage_images": floats / info.floats_per_image,
             "git_revision": _git_revision(),
             "resumed_from_step": self.start_step if self.resume else None,
+            # what the "auto" speed switches resolved to on this device (same values, different kernels)
+            "hot_path": {k: v for k, v in attrs.asdict(self.hot_path).items() if k != "scope"},
         }
         atomic_write_text(self.out_dir / "manifest.json", json.dumps(manifest, indent=2))
 
@@ -375,15 +389,15 @@ class Run:
         return ProgressBar(total, self.start_step, enabled=self.show_progress, label=self.recipe.name or "distill")
 
 
-def _to_channels_last(ctx: StepContext) -> None:
-    """``[run] channels_last``: the step's networks and image batches in channels_last memory format."""
-    fmt = torch.channels_last
+def _apply_hot_path(ctx: StepContext, hot_path: HotPath) -> None:
+    """``[run] channels_last`` / ``compile``: the step's networks and image batches as the switches say."""
     for net in ctx.nets:
-        net.to(memory_format=fmt)
-    for name in ("real", "real_raw", "syn", "syn_raw"):
-        batch = getattr(ctx, name)
-        if batch is not None and batch.images.dim() == 4:
-            batch.images = batch.images.contiguous(memory_format=fmt)
+        hot_path.prepare_net(net)
+    if hot_path.channels_last:
+        for name in ("real", "real_raw", "syn", "syn_raw"):
+            batch = getattr(ctx, name)
+            if batch is not None:
+                batch.images = hot_path.prepare_images(batch.images)
 
 
 class _Tf32:

@@ -64,6 +64,15 @@ class RunConfig:
         "(smaller activations run faster there: docs/benchmarks.md), the whole batch on other devices; "
         "0 = always the whole batch.",
         validator=attrs.validators.ge(-1))
+    compile: str = option(
+        "auto", "Run the step networks' forward passes (and a model queue's training) through torch.compile "
+        "(same values up to kernel rounding; the first steps pay the compilation): 'on', 'off', or 'auto' = on "
+        "for a CPU with a C++ compiler, where it made the DM and IDM steps faster (docs/benchmarks.md), off "
+        "elsewhere. Objectives that differentiate through the network's gradients "
+        "(gradient matching) need double backward, which compiled code lacks: 'auto' then stays eager and 'on' "
+        "is an error. Under 'auto' a backbone whose compiled code fails runs eagerly, with one warning; 'on' "
+        "raises the error.",
+        choices=("auto", "on", "off"))
     distributed: str = option(
         "auto", "Under torchrun (WORLD_SIZE > 1): 'auto' picks from the objectives' coupling (all separable: "
         "class_sharded; any shared: data_parallel; any collective: replicated); or force one. See docs/scaling.md.",

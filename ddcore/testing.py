@@ -22,6 +22,7 @@ from torch import nn
 
 import ddcore
 from ddcore.components import Backbone, BackboneOutput
+from ddcore.hotpath import HotPath
 from ddcore.context import BuildContext, StepContext, derive_seed
 from ddcore.types import DatasetInfo, SynBatch
 
@@ -46,9 +47,10 @@ TINY_RECIPE: dict[str, Any] = {
     "sampler": "random_init",
     "objective": [{"name": "moment_matching", "weight": 1.0}],
     "optimizer": {"name": "sgd", "lr": 1.0, "momentum": 0.5},
-    "run": {"iterations": 4, "log_every": 2, "checkpoint_every": 2, "progress": False},
+    # eager: unit tests build many differently shaped nets; tests/test_compile.py covers the compiled paths
+    "run": {"iterations": 4, "log_every": 2, "checkpoint_every": 2, "progress": False, "compile": "off"},
     "eval": {"name": "train_from_scratch", "models": ["ConvNet"], "num_models": 1, "epochs": 2,
-             "baselines": ["random"]},
+             "baselines": ["random"], "compile": "off"},
 }
 
 
@@ -210,11 +212,15 @@ class StubBuild:
         self.num_classes = num_classes
         self.seed = seed
         self.device = torch.device("cpu")
+        self.hot_path = HotPath()  # plain eager NCHW; set another to test a component on the hot path
 
     def generator(self, purpose, *keys, device=None):
         g = torch.Generator()
         g.manual_seed(derive_seed(self.seed, purpose, *keys))
         return g
+
+    def prepare_net(self, net):
+        return self.hot_path.prepare_net(net)
 
 
 def make_step_context(build, real, syn, nets, step: int = 0, info: Optional[dict] = None,

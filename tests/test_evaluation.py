@@ -6,6 +6,7 @@ so the classes are perfectly separable) and a narrow ConvNet, on the CPU.
 
 from __future__ import annotations
 
+import shutil
 import time
 import types
 
@@ -26,6 +27,7 @@ from ddcore.evaluation.train import (
     evaluate_accuracy,
     train_classifier,
 )
+from ddcore.hotpath import HotPath, can_compile
 from ddcore.plugins import PluginHost
 from ddcore.types import DatasetInfo, SynBatch
 
@@ -220,6 +222,34 @@ def test_evaluator_vectorised_equals_sequential(host):
     one_image = 100.0 / len(build.test) + 1e-9
     for other in (b, c, d):
         assert other["per_model"][ARCH]["values"] == pytest.approx(a["per_model"][ARCH]["values"], abs=one_image)
+
+
+def test_compiled_members_equal_eager_sequential(host, monkeypatch):
+    """compile (the CPU default): the same networks as eager sequential training, up to kernel rounding."""
+    build = make_build(host)
+    syn = real_synset(build)
+    compiled = evaluator(build, models=[ARCH], num_models=2, epochs=3, batch_size=4)
+    eager = evaluator(build, models=[ARCH], num_models=2, epochs=3, batch_size=4, compile="off", parallel="off")
+    assert compiled.hot_path == HotPath(channels_last=True, compile=True, strict=False, scope="eval")
+    assert compiled._parallel == eager._parallel == "off" and not eager.hot_path.compile
+    a, b = compiled.evaluate(syn, seed=3), eager.evaluate(syn, seed=3)
+    one_image = 100.0 / len(build.test) + 1e-9
+    assert a["per_model"][ARCH]["values"] == pytest.approx(b["per_model"][ARCH]["values"], abs=one_image)
+    # 'auto' yields to an explicit parallel mode, and to a machine without a C++ compiler
+    assert not evaluator(build, parallel="threads").hot_path.compile
+    monkeypatch.setattr("ddcore.builtin.evaluators.can_compile", lambda device: False)
+    no_cxx = evaluator(build)
+    assert not no_cxx.hot_path.compile and no_cxx._parallel == "threads"
+    with pytest.raises(RecipeError, match=r"eval\.compile: 'on' trains the networks one after another.*'vmap'"):
+        evaluator(build, compile="on", parallel="vmap")
+
+
+def test_can_compile_needs_a_cxx_compiler(monkeypatch):
+    monkeypatch.delenv("CXX", raising=False)
+    assert can_compile(torch.device("cpu")) == any(shutil.which(n) for n in ("g++", "c++", "clang++"))
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert not can_compile(torch.device("cpu"))
+    assert not can_compile(torch.device("meta"))
 
 
 # -- concurrent (threaded) training on CPU ------------------------------------------------------------

@@ -9,6 +9,7 @@ from torch import nn
 from ddcore.context import batch_independent
 from ddcore.engine import Run
 from ddcore.errors import RecipeError
+from ddcore.hotpath import HotPath, can_compile
 from ddcore.models.convnet import ConvNet
 from ddcore.recipe import parse_recipe
 from ddcore.testing import make_step_context, run_recipe, tiny_recipe
@@ -79,21 +80,34 @@ def test_cpu_defaults_and_overrides():
         return Run(parse_recipe(r), device="cpu", progress=False, log=lambda *_: None)
 
     default = run()
-    assert default._real_chunk == 256 and default._channels_last
-    forced = run(real_chunk=0, channels_last="off")
-    assert forced._real_chunk == 0 and not forced._channels_last
-    assert run(real_chunk=64)._real_chunk == 64
+    assert default.hot_path == HotPath(channels_last=True, real_chunk=256, compile=can_compile(torch.device("cpu")),
+                                      strict=False)
+    forced = run(real_chunk=0, channels_last="off", compile="auto")
+    assert forced.hot_path == HotPath(channels_last=False, real_chunk=0, compile=can_compile(torch.device("cpu")),
+                                     strict=False)
+    assert run(real_chunk=64).hot_path.real_chunk == 64
     with pytest.raises(RecipeError, match="real_chunk"):
         parse_recipe(tiny_recipe(run={"real_chunk": -2}))
     with pytest.raises(RecipeError, match="channels_last"):
         parse_recipe(tiny_recipe(run={"channels_last": True}))
+    with pytest.raises(RecipeError, match=r"run\.compile.*'auto', 'on', 'off'"):
+        parse_recipe(tiny_recipe(run={"compile": "yes"}))
+
+
+def test_auto_switches_per_device():
+    """'auto' / -1 are decided by the device: the CPU measurements do not carry over to other devices."""
+    cfg = parse_recipe(tiny_recipe(run={"compile": "auto"})).run
+    assert HotPath.resolve(cfg, torch.device("cpu")) == HotPath(True, 256, can_compile(torch.device("cpu")), strict=False)
+    assert HotPath.resolve(cfg, torch.device("cuda")) == HotPath(False, 0, False, strict=False)
+    forced = parse_recipe(tiny_recipe(run={"compile": "on", "channels_last": "on", "real_chunk": 32})).run
+    assert HotPath.resolve(forced, torch.device("cuda")) == HotPath(True, 32, True, strict=True)
 
 
 def test_chunked_step_matches_whole_batch_step(tmp_path, monkeypatch):
     """The whole engine step: real batches of 320 in chunks of 64 move the synthetic set as one pass does."""
     def recipe(chunk, iterations=3):
         r = tiny_recipe(run={"iterations": iterations, "log_every": 1, "checkpoint_every": 0, "progress": False,
-                             "real_chunk": chunk, "channels_last": "off"})
+                             "real_chunk": chunk, "channels_last": "off", "compile": "off"})
         r.pop("eval")
         return r
 

@@ -212,7 +212,7 @@ def test_probe_covers_every_kind():
 def recorded(tmp_path_factory):
     recorder = HookRecorder()
     recipe = tiny_recipe(run={"iterations": 4, "log_every": 2, "eval_every": 2, "checkpoint_every": 0,
-                              "progress": False})
+                              "progress": False, "compile": "off"})
     recipe["eval"].update(epochs=1)
     result = run_recipe(recipe, tmp_path_factory.mktemp("hooks"), extra_plugins=[recorder])
     return recorder, result

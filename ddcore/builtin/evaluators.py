@@ -5,8 +5,10 @@ SGD for ``epochs + 1`` epochs (lr x0.1 after epoch ``epochs // 2 + 1``, momentum
 siamese augmentations in random mode on every batch (DSA at train time), then tested once on the test split.
 How the ``num_models`` networks of one architecture are trained is ``parallel``: one vectorised ``torch.func``
 ensemble (``vmap``; nets without running statistics, the others one after another), side by side on CPU
-threads (``threads``; any net), or one after another (``off``). ``auto`` picks ``vmap`` on CUDA and
-``threads`` on a CPU, the faster of each device (``bench/bench_eval.py``). Accuracies are reported in percent.
+threads (``threads``; any net), or one after another (``off``). ``compile`` runs networks trained one after
+another through ``torch.compile`` (in channels_last on a CPU). ``auto`` picks, per device, what measured fastest
+(``bench/bench_eval.py``): compiled one after another on a CPU (threads where no C++ compiler is found), ``vmap``
+on CUDA. Accuracies are reported in percent.
 
 Seeding: network ``i`` of architecture ``arch`` for evaluation seed ``seed`` is initialised from
 ``build.make_backbone(arch, seed_key=(seed, i))``; its shuffling and augmentation draws come from
@@ -33,6 +35,7 @@ from ddcore.errors import RecipeError, UserError
 from ddcore.evaluation.concurrent import run_concurrently, split_threads
 from ddcore.evaluation.ensemble import can_vectorize, ensemble_accuracy, train_ensemble
 from ddcore.evaluation.train import LOSSES, evaluate_accuracy, train_classifier
+from ddcore.hotpath import HotPath, can_compile
 from ddcore.types import SynBatch
 
 
@@ -63,8 +66,14 @@ class TrainFromScratchConfig:
         "auto", "How the networks of one architecture are trained: 'vmap' = one vectorised torch.func ensemble "
                 "(nets without running statistics; others one after another), 'threads' = side by side on CPU "
                 "threads sharing the intra-op threads (any net), 'off' = one after another; 'auto' = vmap on "
-                "CUDA, threads on CPU (the faster on each: bench/bench_eval.py).",
+                "CUDA; on a CPU one after another when compile is on, else threads (bench/bench_eval.py).",
         choices=("auto", "vmap", "threads", "off"))
+    compile: str = option(
+        "auto", "Train and test the networks through torch.compile (channels_last on a CPU; same values up to "
+                "kernel rounding; the first network pays the compilation): 'on' (needs parallel 'auto' or "
+                "'off': the networks are trained one after another), 'off', or 'auto' = on for a CPU with a C++ "
+                "compiler when parallel is 'auto' or 'off', off elsewhere.",
+        choices=("auto", "on", "off"))
     max_parallel: int = option(0, "Most networks trained at once: per vectorised ensemble, or concurrent "
                                   "threads (0 = all num_models; threads: at most the intra-op thread count).",
                                validator=non_negative)
@@ -84,9 +93,18 @@ class TrainFromScratch(Evaluator):
         for i, name in enumerate(config.models):
             build.registry.get("backbone", name, key=f"eval.models[{i}]")
         mode = config.parallel
+        on_cpu = build.device.type == "cpu"
+        if config.compile == "on" and mode in ("vmap", "threads"):
+            raise RecipeError(f"'on' trains the networks one after another; expected parallel 'auto' or 'off', "
+                              f"got {mode!r}", key="eval.compile")
+        compiled = config.compile == "on" or (
+            config.compile == "auto" and on_cpu and mode in ("auto", "off") and can_compile(build.device))
         if mode == "auto":
-            mode = "vmap" if build.device.type == "cuda" else "threads"
+            mode = "off" if compiled else ("threads" if on_cpu else "vmap")
         self._parallel = mode
+        #: how each network is prepared before training (compiled / channels_last, or left as built)
+        self.hot_path = HotPath(channels_last=compiled and on_cpu, compile=compiled,
+                                strict=config.compile == "on", scope="eval")
 
     # -- helpers ------------------------------------------------------------------------------------
     def _loss_for(self, synset: SynBatch) -> tuple[torch.Tensor, str]:
@@ -127,7 +145,7 @@ class TrainFromScratch(Evaluator):
             group = len(indices)  # the thread pool bounds the parallelism (max_parallel caps its workers)
         for lo in range(0, len(indices), group):
             members = indices[lo:lo + group]
-            nets = [build.make_backbone(arch, seed_key=(seed, i)) for i in members]
+            nets = [self.hot_path.prepare_net(build.make_backbone(arch, seed_key=(seed, i))) for i in members]
             gens = [build.generator("eval", arch, seed, i) for i in members]
             augs = [self._augment(g) for g in gens]
             if self._parallel == "vmap" and can_vectorize(nets):

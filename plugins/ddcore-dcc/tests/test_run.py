@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from ddcore.errors import RecipeError
 from ddcore.plugins import get_host
 from ddcore.recipe import load_recipe, validate
 from ddcore.testing import run_recipe, tiny_recipe
@@ -93,3 +94,15 @@ def test_tiny_dsac_on_cifar10_beats_the_random_real_subset(tmp_path):
     synset, random = res.results["synset"]["mean"], res.results["baselines"]["random"]["mean"]
     assert res.results["budget_images"] == 4
     assert synset > random + 2.0, (synset, random)
+
+
+def test_gradient_matching_refuses_compile_on_and_stays_eager_on_auto(tmp_path):
+    """Gradient matching differentiates the network's gradients: torch.compile'd code has no double backward."""
+    recipe = _digits(matching="class_wise")
+    recipe["run"]["compile"] = "on"
+    with pytest.raises(RecipeError, match=r"run\.compile: 'on' cannot run objective 'gradient_match'"):
+        run_recipe(recipe, tmp_path, out_name="on")
+    recipe["run"].update(compile="auto", iterations=2)
+    res = run_recipe(recipe, tmp_path, out_name="auto")
+    assert not res.run.hot_path.compile and res.run.hot_path.channels_last
+    assert res.run.build_ctx.hot_path is res.run.hot_path  # what the components prepare their nets with

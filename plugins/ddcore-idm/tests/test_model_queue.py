@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from ddcore.hotpath import HotPath, is_compiled
 
 from ddcore_idm.queue import ModelQueue, ModelQueueConfig
 
@@ -92,3 +93,23 @@ def test_state_dict_resume_reproduces_the_run(stub_build_nets):
     for a, b in zip(ref[4:], tail):
         for x, y in zip(a, b):
             torch.testing.assert_close(x, y)
+
+
+def test_queue_training_runs_on_the_run_hot_path(stub_build_nets):
+    """The fetched nets' SGD steps are part of the distillation step: they get the run's channels_last/compile."""
+    build = stub_build_nets(3)
+    build.hot_path = HotPath(channels_last=True, compile=True)
+    hot, eager = _queue(build), _queue(stub_build_nets(3))
+    for q in (hot, eager):
+        q.nets(0)
+        q.after_step(_Ctx(0))
+    trained = [m for m in hot.queue if m.seen > 0]
+    assert len(trained) == 2
+    for m in hot.queue:
+        conv = m.net.features[0].weight
+        assert is_compiled(m.net) == (m in trained)
+        assert conv.is_contiguous(memory_format=torch.channels_last) == (m in trained)
+    for m_hot, m_eager in zip(hot.queue, eager.queue):
+        assert int(m_hot.seen) == int(m_eager.seen)
+        for p_hot, p_eager in zip(m_hot.net.parameters(), m_eager.net.parameters()):
+            torch.testing.assert_close(p_hot, p_eager, rtol=1e-4, atol=1e-5)

@@ -87,6 +87,7 @@ class GradientMatch(Objective):
     """
 
     coupling = "shared"
+    double_backward = True  # the synthetic gradients are differentiated (create_graph=True)
 
     def __init__(self, config: GradientMatchConfig, build: Any):
         super().__init__(config, build)

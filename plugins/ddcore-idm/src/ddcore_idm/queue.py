@@ -148,12 +148,13 @@ class ModelQueue(Sampler):
             return
         train = self.build.train
         for m in self._pick(cfg.fetch_net_num, "model_queue.fetch", step):
+            self.build.prepare_net(m.net)  # this training is part of the step: same memory format / compiled code
             m.net.train()
             m.net.requires_grad_(True)
             for s in range(cfg.model_train_steps):
                 batch = train.sample_uniform(cfg.trained_bs, self.build.generator("model_queue.batch", step,
                                                                                    m.serial, s))
-                logits = m.net(batch.images)
+                logits = m.net(self.build.hot_path.prepare_images(batch.images))
                 loss = F.cross_entropy(logits, batch.labels)
                 m.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
