@@ -1,4 +1,4 @@
-"""Profile one distillation step (DM unless ``--method``) (the engine's ``Run.step``) with ``torch.profiler`` under each hot-path switch.
+"""Profile one distillation step (``Run.step``; DM unless ``--method``) with ``torch.profiler`` per hot-path switch.
 
     python bench/profile_step.py [--device cpu|cuda] [--batch-real 256] [--steps 2] [--top 12]
 
@@ -56,10 +56,12 @@ def main() -> None:
             sync(device)
             per_step = (time.perf_counter() - t0) / args.steps
         table = prof.key_averages().table(sort_by=sort, row_limit=args.top)
-        text = f"== {args.method} {name}: {per_step:.3f} s/step (profiled, batch_real {args.batch_real}/class, {device})\n{table}\n"
+        text = (f"== {args.method} {name}: {per_step:.3f} s/step (profiled, batch_real {args.batch_real}/class, "
+                f"{device})\n{table}\n")
         print(text)
         report.append(text)
-    out = HERE / "results" / (f"profile_{device.type}.txt" if args.method == "dm" else f"profile_{args.method}_{device.type}.txt")
+    stem = "profile" if args.method == "dm" else f"profile_{args.method}"
+    out = HERE / "results" / f"{stem}_{device.type}.txt"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(report))
     print(f"wrote {out}")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
-
-import dataclasses
 
 import torch
 from torch import nn

@@ -55,7 +55,7 @@ class HotPath:
         return cls(
             channels_last=run.channels_last == "on" or (run.channels_last == "auto" and on_cpu),
             real_chunk=(CPU_REAL_CHUNK if on_cpu else 0) if run.real_chunk < 0 else run.real_chunk,
-            compile=run.compile == "on" or (run.compile == "auto" and on_cpu and can_compile(device)),
+            compile=wants_compile(run.compile, device),
             strict=run.compile == "on",
         )
 
@@ -72,6 +72,12 @@ class HotPath:
         if self.channels_last and images.dim() == 4:
             return images.contiguous(memory_format=torch.channels_last)
         return images
+
+
+def wants_compile(choice: str, device: torch.device) -> bool:
+    """A ``compile`` option (``"on"`` / ``"off"`` / ``"auto"``) decided for ``device``: ``"auto"`` is on for a CPU
+    that can compile, where it measured faster (docs/benchmarks.md), and off elsewhere until measured there."""
+    return choice == "on" or (choice == "auto" and device.type == "cpu" and can_compile(device))
 
 
 def can_compile(device: torch.device) -> bool:

@@ -22,8 +22,8 @@ from torch import nn
 
 import ddcore
 from ddcore.components import Backbone, BackboneOutput
-from ddcore.hotpath import HotPath
 from ddcore.context import BuildContext, StepContext, derive_seed
+from ddcore.hotpath import HotPath
 from ddcore.types import DatasetInfo, SynBatch
 
 if sys.version_info >= (3, 11):

@@ -237,7 +237,7 @@ def test_compiled_members_equal_eager_sequential(host, monkeypatch):
     assert a["per_model"][ARCH]["values"] == pytest.approx(b["per_model"][ARCH]["values"], abs=one_image)
     # 'auto' yields to an explicit parallel mode, and to a machine without a C++ compiler
     assert not evaluator(build, parallel="threads").hot_path.compile
-    monkeypatch.setattr("ddcore.builtin.evaluators.can_compile", lambda device: False)
+    monkeypatch.setattr("ddcore.hotpath.can_compile", lambda device: False)
     no_cxx = evaluator(build)
     assert not no_cxx.hot_path.compile and no_cxx._parallel == "threads"
     with pytest.raises(RecipeError, match=r"eval\.compile: 'on' trains the networks one after another.*'vmap'"):

@@ -35,7 +35,7 @@ from ddcore.errors import RecipeError, UserError
 from ddcore.evaluation.concurrent import run_concurrently, split_threads
 from ddcore.evaluation.ensemble import can_vectorize, ensemble_accuracy, train_ensemble
 from ddcore.evaluation.train import LOSSES, evaluate_accuracy, train_classifier
-from ddcore.hotpath import HotPath, can_compile
+from ddcore.hotpath import HotPath, wants_compile
 from ddcore.types import SynBatch
 
 
@@ -97,8 +97,8 @@ class TrainFromScratch(Evaluator):
         if config.compile == "on" and mode in ("vmap", "threads"):
             raise RecipeError(f"'on' trains the networks one after another; expected parallel 'auto' or 'off', "
                               f"got {mode!r}", key="eval.compile")
-        compiled = config.compile == "on" or (
-            config.compile == "auto" and on_cpu and mode in ("auto", "off") and can_compile(build.device))
+        # 'auto' yields to an explicit parallel mode: compiled members are trained one after another
+        compiled = config.compile == "on" or (mode in ("auto", "off") and wants_compile(config.compile, build.device))
         if mode == "auto":
             mode = "off" if compiled else ("threads" if on_cpu else "vmap")
         self._parallel = mode
