@@ -36,3 +36,17 @@ class PluginError(UserError):
 
 class DataError(UserError):
     """A dataset is missing, unreadable or of an unexpected layout."""
+
+
+class RunDiverged(UserError):
+    """A run produced non-finite numbers (loss or synthetic set): one line, exit status 1, nothing good overwritten."""
+
+    exit_code = 1
+
+
+class Interrupted(UserError):
+    """Ctrl-C or SIGTERM stopped a run; the message says what was saved. Exit status 128 + the signal number."""
+
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -45,7 +45,7 @@ class TrainFromScratchConfig:
 
     models: list[str] = option(
         attrs.NOTHING, "Architectures to evaluate (registered backbone names), used as listed.",
-        factory=lambda: ["ConvNet"],
+        factory=lambda: ["ConvNet"], kind="backbone",
     )
     num_models: int = option(5, "Fresh networks trained per architecture (num_eval).", validator=positive)
     epochs: int = option(1000, "Epoch of the reference: epochs + 1 epochs are trained (epoch_eval_train).",
