@@ -100,6 +100,7 @@ class Run:
         self._baseline_results: dict[str, Any] = {}
         self._lock: Optional[RunLock] = None
         self.last_checkpoint: Optional[tuple[Path, int]] = None  # (file, step) of the last good checkpoint
+        self._first_nonfinite: Optional[torch.Tensor] = None  # per objective term: first bad step (1-based) or -1
 
     @classmethod
     def from_file(cls, path: str | Path, overrides: list[str] = (), **kwargs) -> "Run":
@@ -233,9 +234,10 @@ class Run:
         total = None
         tf32 = run_cfg.precision == "tf32"
         with _Tf32(tf32), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=run_cfg.precision == "bf16"):
-            for name, weight, objective in self.objectives:
+            for i, (name, weight, objective) in enumerate(self.objectives):
                 term = objective(ctx).float()
                 ctx.log(f"loss/{name}", term)
+                self._track_nonfinite(i, step, term)
                 total = weight * term if total is None else total + weight * term
         self.optimizer.zero_grad()
         with _Tf32(tf32):
@@ -246,6 +248,14 @@ class Run:
         self.optimizer.step()
         self.sampler.after_step(ctx)
         return total.detach(), ctx
+
+    def _track_nonfinite(self, index: int, step: int, term: torch.Tensor) -> None:
+        """Remember on the device the first step at which each term went non-finite (no host sync per step)."""
+        if self._first_nonfinite is None:
+            self._first_nonfinite = torch.full((len(self.objectives),), -1, dtype=torch.int64, device=term.device)
+        first = self._first_nonfinite[index]
+        newly = ~torch.isfinite(term.detach()).all() & (first < 0)
+        self._first_nonfinite[index] = torch.where(newly, torch.full_like(first, step + 1), first)
 
     def execute(self) -> Optional[dict[str, Any]]:
         """Run (or resume) the loop, evaluate, write artefacts; returns the final evaluation.
@@ -346,16 +356,20 @@ class Run:
         """Stop a diverged run at the logging point (host values: no extra sync), naming the non-finite term."""
         if all(not isinstance(v, float) or math.isfinite(v) for v in metrics.values()):
             return
-        culprit = None
-        for i, (name, _, _) in enumerate(self.objectives):
+        # the term that went non-finite first (the others usually follow it through the synthetic set)
+        firsts = self._first_nonfinite.tolist() if self._first_nonfinite is not None else []
+        bad_terms = [(first, i) for i, first in enumerate(firsts) if first > 0]
+        if bad_terms:
+            first, i = min(bad_terms)
+            name = self.objectives[i][0]
             value = metrics.get(f"loss/{name}")
-            if isinstance(value, float) and not math.isfinite(value):
-                culprit = f"objective[{i}] {name!r} is {value}"
-                break
-        if culprit is None:
+            value = value if isinstance(value, float) and not math.isfinite(value) else "non-finite"
+            culprit = f"objective[{i}] {name!r} is {value} from step {first}"
+        else:
             bad = next(k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v))
-            culprit = f"{bad!r} is {metrics[bad]}" if bad != "loss" else f"the weighted total loss is {metrics['loss']}"
-        raise RunDiverged(f"run diverged: at step {step} {culprit}; {self._last_good()}")
+            culprit = (f"the weighted total loss is {metrics['loss']}" if bad == "loss" else
+                       f"{bad!r} is {metrics[bad]}") + f" at step {step}"
+        raise RunDiverged(f"run diverged: {culprit} (seen at the log point of step {step}); {self._last_good()}")
 
     def _last_good(self) -> str:
         if self.last_checkpoint is None:
@@ -445,7 +459,7 @@ class Run:
             if not (out / "recipe.toml").is_file():
                 raise UserError(f"--resume: {out} holds no ddcore run (no recipe.toml)")
         elif out.exists():
-            entries = sorted(p.name for p in out.iterdir())
+            entries = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME)
             if entries:
                 if (out / "recipe.toml").is_file() and (out / "checkpoint").exists():
                     raise UserError(f"--out {out} already holds a run; pass --resume to continue it or choose "
@@ -458,7 +472,7 @@ class Run:
             raise UserError(f"--out {out}: cannot create the folder ({exc.strerror or exc})") from exc
         self._lock = RunLock(out).acquire()
         try:
-            if not self.resume and sorted(p.name for p in out.iterdir()) != [LOCK_NAME]:
+            if not self.resume and sorted(p.name for p in out.iterdir()) != [LOCK_NAME]:  # pragma: no cover - race
                 raise UserError(f"--out {out}: another process wrote into the folder meanwhile; choose another --out")
             for name in ARTEFACTS:
                 if (out / name).is_dir():

@@ -136,9 +136,11 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     """Read a TOML recipe file, apply ``key.path=value`` overrides and structure it."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RecipeError(f"cannot read recipe ({exc.strerror or exc})", file=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"not a TOML text file (byte {exc.start} is not UTF-8)", file=str(path)) from exc
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

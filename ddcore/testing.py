@@ -32,7 +32,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 __all__ = [
-    "HookRecorder", "RunResult", "StubBuild", "StubBuildWithNets", "StubTrainSplit", "TinyConvNet", "make_build_context", "make_step_context", "run_recipe",
+    "HookRecorder", "RunResult", "StubBuild", "StubBuildWithNets", "StubTrainSplit", "TinyConvNet", "make_build_context", "make_step_context", "require_datasets", "run_recipe",
     "tiny_dataset", "tiny_recipe",
 ]
 
@@ -52,6 +52,28 @@ TINY_RECIPE: dict[str, Any] = {
     "eval": {"name": "train_from_scratch", "models": ["ConvNet"], "num_models": 1, "epochs": 2,
              "baselines": ["random"], "compile": "off"},
 }
+
+
+def require_datasets(*names: str) -> Path:
+    """``$DDCORE_DATA`` for a test that reads the offline dataset folders ``names`` (e.g. ``"cifar10-jpeg"``).
+
+    When one is missing the test fails under ``CI=true`` (CI must run everything) and is skipped elsewhere, with
+    one reason naming ``DDCORE_DATA``, so the suite passes on a fresh clone without the datasets.
+    """
+    import os
+
+    import pytest
+
+    root = os.environ.get("DDCORE_DATA")
+    missing = [n for n in names if not root or not (Path(root) / n).is_dir()]
+    if not missing:
+        return Path(root)
+    where = f"$DDCORE_DATA={root}" if root else "$DDCORE_DATA is not set"
+    reason = (f"needs the offline datasets {', '.join(missing)} ({where}): set DDCORE_DATA to the folder holding "
+              f"them for the full suite")
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
 
 
 def tiny_recipe(**changes: Any) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from ddcore.config import ComponentRef
 from ddcore.plugins import PluginHost, get_host
 from ddcore.recipe import parse_recipe
 from ddcore.registry import KINDS
-from ddcore.testing import HookRecorder, make_build_context, run_recipe, tiny_dataset, tiny_recipe
+from ddcore.testing import HookRecorder, make_build_context, require_datasets, run_recipe, tiny_dataset, tiny_recipe
 from ddcore.types import SynBatch
 
 TESTS = Path(__file__).resolve().parent
@@ -310,6 +310,8 @@ def test_smoke_data(entry, tmp_path):
         _write_mnist_idx(tmp_path)
     if entry.name == "imagefolder":
         _write_imagefolder(tmp_path)
+    if entry.name == "npz":
+        require_datasets("mnist")
     config = entry.structure(_options("data", entry.name, tmp_path), key="data")
     # data sources are built before the BuildContext exists: the engine hands them the recipe only
     source = entry.factory(config, SimpleNamespace(recipe=parse_recipe(tiny_recipe()), file=None))
