@@ -474,6 +474,15 @@ class Run:
         try:
             if not self.resume and sorted(p.name for p in out.iterdir()) != [LOCK_NAME]:  # pragma: no cover - race
                 raise UserError(f"--out {out}: another process wrote into the folder meanwhile; choose another --out")
+            if self.resume:
+                try:
+                    saved = _recipe_identity((out / "recipe.toml").read_text(encoding="utf-8"))
+                except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not TOML: not a run's recipe
+                    raise UserError(f"--resume: {out / 'recipe.toml'} is not a ddcore run's recipe "
+                                    f"({str(exc).splitlines()[0]})") from exc
+                if saved != _recipe_identity(_dump_recipe(self.recipe.raw)):
+                    raise UserError(
+                        f"--resume: the recipe differs from the one in {out / 'recipe.toml'} (only run.* may change)")
             for name in ARTEFACTS:
                 if (out / name).is_dir():
                     raise UserError(f"--out {out}: {out / name} is a directory, expected a file (or nothing)")
@@ -487,12 +496,7 @@ class Run:
             for folder in (out, ckpt_dir):
                 for tmp in clean_stale_temporaries(folder):
                     self.log(f"removed {tmp} (left by an interrupted write)")
-            if self.resume:
-                saved = (out / "recipe.toml").read_text()
-                if _recipe_identity(saved) != _recipe_identity(_dump_recipe(self.recipe.raw)):
-                    raise UserError(
-                        f"--resume: the recipe differs from the one in {out / 'recipe.toml'} (only run.* may change)")
-            else:
+            if not self.resume:
                 atomic_write_text(out / "recipe.toml", _dump_recipe(self.recipe.raw))
         except BaseException:
             self._lock.release()

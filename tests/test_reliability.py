@@ -302,7 +302,8 @@ def test_a_checkpoint_is_validated_against_the_recipe(finished_run, capsys, what
 def test_out_into_a_users_folder_is_refused(tmp_path, capsys):
     mine = tmp_path / "mine"
     mine.mkdir()
-    (mine / "recipe.toml").write_text("# my notes\n")
+    (mine / "recipe.toml").write_text("# my notes, not TOML\n[unclosed")
+    (mine / ".draft.tmp").write_text("mine too")
     (mine / "eval.json").write_text("[1, 2]")
     (mine / "metrics.jsonl").write_text('{"mine": 1}\n')
     before = snapshot(mine)
@@ -310,8 +311,9 @@ def test_out_into_a_users_folder_is_refused(tmp_path, capsys):
     rc, _, err = cli(capsys, "run", recipe_file, "--out", mine)
     one_line(rc, err, 2, str(mine), "not empty and holds no ddcore run")
     rc, _, err = cli(capsys, "run", recipe_file, "--out", mine, "--resume")  # its recipe.toml is not ours
-    one_line(rc, err, 2, "--resume")
+    one_line(rc, err, 2, "--resume", str(mine / "recipe.toml"), "is not a ddcore run's recipe")
     assert snapshot(mine) == before
+    assert sorted(p.name for p in mine.iterdir()) == [".draft.tmp", "eval.json", "metrics.jsonl", "recipe.toml"]
 
 
 def test_out_empty_string_is_refused(tmp_path, capsys, monkeypatch):
