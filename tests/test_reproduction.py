@@ -229,3 +229,15 @@ def test_report_errors_are_one_line(tmp_path, capsys):
     assert main(["report", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "not a ddcore result file" in err[0] and "no such run directory" in err[1]
+
+
+@pytest.mark.parametrize("name", ["idm", "idm_iid"])
+def test_idm_recipes_follow_ipc(name):
+    """command.txt's per-IPC values come with --set synset.ipc=N alone."""
+    path = ROOT / "recipes" / f"{name}.toml"
+    one = load_recipe(path, ["synset.ipc=1"])
+    assert one.real.batch == 5000 and one.sampler.options["net_generate_interval"] == 5
+    fifty = load_recipe(path, ["synset.ipc=50"])
+    assert fifty.objective[1].weight == 0.1 and fifty.sampler.options["eval_interval"] == 500
+    ten = load_recipe(path)
+    assert ten.real.batch == 256 and ten.objective[1].weight == 0.5
