@@ -51,9 +51,9 @@ def test_undistilled_noise_scores_chance(chance):
 
 def test_dm_family_clears_its_floor(mnist, chance, tmp_path):
     acc = accuracy(tmp_path, "mnist_dm.toml", ["run.iterations=20"], "dm")
-    assert acc >= 45.0 > chance
+    assert acc >= 45.0 > chance, acc
 
 
 def test_gradient_matching_family_clears_its_floor(mnist, chance, tmp_path):
     acc = accuracy(tmp_path, "mnist_dc.toml", ["run.iterations=20"], "dc")
-    assert acc >= 30.0 > chance
+    assert acc >= 45.0 > chance, acc
