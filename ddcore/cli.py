@@ -134,7 +134,7 @@ def cmd_recipe(args) -> int:
 
 
 def cmd_docs(args) -> int:
-    from ddcore.docs import stale_files, write_docs
+    from ddcore._docs import stale_files, write_docs
 
     if args.check:
         stale = stale_files(args.out)
@@ -150,7 +150,7 @@ def cmd_docs(args) -> int:
 
 
 def cmd_new_plugin(args) -> int:
-    from ddcore.scaffold import create_plugin
+    from ddcore._scaffold import create_plugin
 
     root = create_plugin(args.name, args.dir)
     print(f"ddcore new-plugin: created {root}")

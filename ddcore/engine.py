@@ -384,7 +384,7 @@ class Run:
         save_grid(self.out_dir / "synset.png", syn, self.build_ctx.info)
 
     def _progress(self, total: int):
-        from ddcore.progress import ProgressBar
+        from ddcore._progress import ProgressBar
 
         return ProgressBar(total, self.start_step, enabled=self.show_progress, label=self.recipe.name or "distill")
 

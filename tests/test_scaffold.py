@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ddcore.cli import main
-from ddcore.scaffold import render_files
+from ddcore._scaffold import render_files
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "writing-plugins.md"

@@ -32,7 +32,7 @@ import ddcore
 from ddcore.components import Evaluator
 from ddcore.config import non_negative, option, positive
 from ddcore.errors import RecipeError, UserError
-from ddcore.evaluation.concurrent import run_concurrently, split_threads
+from ddcore.evaluation._concurrent import run_concurrently, split_threads
 from ddcore.evaluation.ensemble import can_vectorize, ensemble_accuracy, train_ensemble
 from ddcore.evaluation.train import LOSSES, evaluate_accuracy, train_classifier
 from ddcore.hotpath import HotPath, wants_compile

@@ -15,7 +15,7 @@ import attrs
 import numpy as np
 
 from ddcore.config import OptionValueError, option
-from ddcore.data.common import CommonDataConfig, NativeLayout, ProcessedSource, Split
+from ddcore.data.source import CommonDataConfig, NativeLayout, ProcessedSource, Split
 
 
 def _fraction(instance: Any, attribute: attrs.Attribute, value: float) -> None:

@@ -26,15 +26,8 @@ import numpy as np
 from PIL import Image
 
 from ddcore.config import option
-from ddcore.data.common import (
-    CommonDataConfig,
-    NativeLayout,
-    ProcessedSource,
-    Split,
-    decode_cached,
-    file_fingerprint,
-    resolve_existing,
-)
+from ddcore.data._cache import decode_cached, file_fingerprint
+from ddcore.data.source import CommonDataConfig, NativeLayout, ProcessedSource, Split, resolve_existing
 from ddcore.data.constants import stats_for_folder
 from ddcore.errors import DataError
 

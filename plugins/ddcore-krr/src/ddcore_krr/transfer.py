@@ -39,7 +39,7 @@ from torch import nn
 
 from ddcore.components import Evaluator
 from ddcore.config import ComponentRef, option
-from ddcore.data.common import replicate_channels, resize_uint8
+from ddcore.data.transforms import replicate_channels, resize_uint8
 from ddcore.data.store import ClassIndexedData
 from ddcore.errors import RecipeError, UserError
 from ddcore.evaluation.train import balanced_subset_indices

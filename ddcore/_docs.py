@@ -296,7 +296,7 @@ def render_recipes(registry) -> str:
 
     missing = [k for k in TOP_KEYS if k not in TOP_LEVEL_DOCS]
     if missing:
-        raise RuntimeError(f"ddcore.docs.TOP_LEVEL_DOCS lacks the top-level recipe key(s) {missing}")
+        raise RuntimeError(f"ddcore._docs.TOP_LEVEL_DOCS lacks the top-level recipe key(s) {missing}")
     entries = documented_entries(registry)
     out = [GENERATED_NOTE.format(source="the component registry (ddcore and ddcore-* plugins)"), "",
            "# Recipe reference", "",
