@@ -26,6 +26,12 @@ import attrs
 
 from ddcore.config import ComponentRef, describe
 
+__all__ = [
+    "documented_distribution", "documented_entries", "EXCLUDED_DISTRIBUTIONS", "format_value", "GENERATED_NOTE",
+    "hook_specs", "HOOKS_FILE", "KIND_TITLES", "option_rows", "option_table", "RECIPES_FILE", "render_all",
+    "render_hooks", "render_recipes", "rst_to_md", "stale_files", "TOP_LEVEL_DOCS", "write_docs"
+]
+
 HOOKS_FILE = "hooks.md"
 RECIPES_FILE = "recipes.md"
 EXCLUDED_DISTRIBUTIONS = frozenset({"ddcore-testplugin"})
@@ -319,6 +325,11 @@ def render_recipes(registry) -> str:
     out += ["## `weight` of `[[objective]]` (engine)", "",
             "Every objective table also takes `weight` (float, default `1.0`): the engine sums "
             "`weight * term(ctx)` and logs each term as `loss/<name>`.", ""]
+    out += ["## `baselines` of `[eval]` (engine)", "",
+            "The eval table also takes `baselines` (array of strings, default `[\"random\"]`): same-budget sets "
+            "the engine builds through the parameterization (`Parameterization.baseline`) and scores with the same "
+            "evaluator. The names must be among the parameterization's `baseline_kinds` (the core's `pixels`: "
+            "`herding`, `random`); `ddcore recipe check` validates them.", ""]
     out += ["## Components", ""]
     for kind in KINDS:
         items = [e for e in entries if e.kind == kind]

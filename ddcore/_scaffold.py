@@ -23,6 +23,11 @@ from pathlib import Path
 
 from ddcore.errors import UserError
 
+__all__ = [
+    "create_plugin", "FILES", "INIT", "NAME_RE", "names_for", "PLUGIN", "PYPROJECT", "README", "RECIPE",
+    "render_files", "TEST"
+]
+
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 PYPROJECT = '''\

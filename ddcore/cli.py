@@ -15,6 +15,8 @@ from typing import Optional
 
 from ddcore.errors import UserError
 
+__all__ = ["main"]
+
 
 def _add_set(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -98,7 +100,9 @@ def cmd_eval(args) -> int:
     recipe = load_recipe(run_dir / "recipe.toml", args.overrides)
     run = Run(recipe, out_dir=None, device=args.device).build()
     load_synset_into(run, synset)
-    result = run.evaluate(step=-1)
+    # synset.safetensors is written when a run finishes: it is the set of the recipe's last step
+    result = run.evaluate(step=recipe.run.iterations)
+    result["reevaluated"] = True
     result["overrides"] = args.overrides
     history = run_dir / "eval.json"
     records = json.loads(history.read_text()) if history.exists() else []
@@ -116,6 +120,8 @@ def cmd_plugins(args) -> int:
     for p in host.plugins():
         comps = ", ".join(f"{k}:{n}" for k, n in p.components) or "(no components)"
         print(f"{p.name}  [{p.distribution} {p.version}]  {comps}")
+    for b in host.broken.values():
+        print(f"{b.name}  [{b.distribution} {b.version}]  {'DISABLED' if b.disabled else 'BROKEN'}: {b.reason}")
     return 0
 
 

@@ -27,6 +27,8 @@ from ddcore.plugins import PluginHost, get_host
 from ddcore.recipe import Recipe, load_recipe, validate
 from ddcore.types import RealBatch, SynBatch
 
+__all__ = ["Run", "load_synset_into", "resolve_device"]
+
 CHECKPOINT = "checkpoint/state.pt"
 
 
@@ -117,6 +119,7 @@ class Run:
         with b.seeded("parameterization"):
             self.parameterization = reg.get("parameterization", recipe.synset.name).factory(cfg["synset"], b)
         self.parameterization.to(self.device)
+        b.parameterization = self.parameterization
         self.sampler = reg.get("sampler", recipe.sampler.name).factory(cfg["sampler"], b)
         self.objectives = [
             (o.ref.name, o.weight, reg.get("objective", o.ref.name).factory(cfg[f"objective[{i}]"], b))
@@ -206,7 +209,7 @@ class Run:
                 real = RealBatch(aug.apply(real.images, params, real.labels), real.labels, real.indices, real.per_class)
         ctx = StepContext(
             step=step, build=b, real=real, real_raw=real_raw, syn=syn, syn_raw=syn_raw, nets=nets,
-            info=self.sampler.info(), aug_params=aug_params, real_chunk=self.hot_path.real_chunk,
+            sampler_info=self.sampler.info(), aug_params=aug_params, real_chunk=self.hot_path.real_chunk,
         )
         ctx._materialize = self.parameterization.materialize
         run_cfg = self.recipe.run
@@ -299,7 +302,7 @@ class Run:
             syn = self.build_ctx.expand(self.parameterization.materialize()).detach()
         result = {"step": step, "synset": self.dist.evaluate(self.evaluator, syn, seed=seed), "baselines": {}}
         budget = self.budget_images()
-        for kind in getattr(self.evaluator.config, "baselines", ()):
+        for kind in self.recipe.baselines:
             if kind not in self._baseline_results:
                 base = self.parameterization.baseline(kind, budget, self.build_ctx.generator("baseline", kind))
                 self._baseline_results[kind] = self.dist.evaluate(self.evaluator, base.detach(), seed=seed)

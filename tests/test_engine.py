@@ -111,7 +111,7 @@ def test_cli_eval_reevaluates_a_saved_run(tmp_path, capsys):
     assert records[-1]["synset"]["per_model"]["ConvNet"]["values"][0] == pytest.approx(first)
 
 
-def test_plugin_objective_and_init_from_entry_point(tmp_path):
+def test_plugin_objective_and_init_from_entry_point(tmp_path, testplugin):
     r = no_eval(objective=[{"name": "testplugin_pixel_norm", "target": 0.5}],
                 synset={"name": "pixels", "ipc": 1, "init": "testplugin_zeros"},
                 plugins=["ddcore-testplugin"], optimizer={"name": "sgd", "lr": 320.0, "momentum": 0.0})

@@ -8,6 +8,8 @@ from ddcore.data.imagefolder import ImageFolderConfig, ImageFolderSource
 from ddcore.data.npz import NpzConfig, NpzSource
 from ddcore.data.torchvision_source import TorchvisionConfig, TorchvisionSource
 
+__all__ = []
+
 
 @ddcore.hookimpl
 def ddcore_register_data_sources(registry):

@@ -38,6 +38,8 @@ from ddcore.evaluation.train import LOSSES, evaluate_accuracy, train_classifier
 from ddcore.hotpath import HotPath, wants_compile
 from ddcore.types import SynBatch
 
+__all__ = ["TrainFromScratch", "TrainFromScratchConfig"]
+
 
 @attrs.define(frozen=True, kw_only=True)
 class TrainFromScratchConfig:
@@ -77,10 +79,6 @@ class TrainFromScratchConfig:
     max_parallel: int = option(0, "Most networks trained at once: per vectorised ensemble, or concurrent "
                                   "threads (0 = all num_models; threads: at most the intra-op thread count).",
                                validator=non_negative)
-    baselines: list[str] = option(
-        attrs.NOTHING, "Same-budget baselines the engine also evaluates (random, herding, ...).",
-        factory=lambda: ["random"],
-    )
 
 
 class TrainFromScratch(Evaluator):
@@ -190,26 +188,6 @@ class TrainFromScratch(Evaluator):
             every.extend(values)
         return {"metric": "accuracy", "mean": float(np.mean(every)), "std": float(np.std(every)),
                 "num_models": len(every), "per_model": per_model}
-
-    # -- Evaluator API ------------------------------------------------------------------------------
-    def evaluate(self, synset: SynBatch, *, seed: int) -> dict[str, Any]:
-        """Train ``num_models`` nets per architecture on ``synset`` and test them; accuracies in percent."""
-        synset = synset.detach().to(self.build.device)
-        labels, loss = self._loss_for(synset)
-        images = synset.images
-        per_model: dict[str, dict[str, Any]] = {}
-        every: list[float] = []
-        for arch in self.config.models:
-            values = self._train_and_test(arch, images, labels, loss, seed)
-            per_model[arch] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "values": values}
-            every.extend(values)
-        return {
-            "metric": "accuracy",
-            "mean": float(np.mean(every)),
-            "std": float(np.std(every)),
-            "num_models": len(every),
-            "per_model": per_model,
-        }
 
 
 @ddcore.hookimpl

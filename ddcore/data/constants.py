@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+__all__ = ["FOLDER_ALIASES", "KNOWN_STATS", "Stats", "stats_for_folder"]
+
 Stats = tuple[tuple[float, ...], tuple[float, ...]]
 
 #: canonical dataset name -> (mean, std)

@@ -17,6 +17,8 @@ import numpy as np
 from ddcore.config import OptionValueError, option
 from ddcore.data.source import CommonDataConfig, NativeLayout, ProcessedSource, Split
 
+__all__ = ["DigitsConfig", "DigitsSource"]
+
 
 def _fraction(instance: Any, attribute: attrs.Attribute, value: float) -> None:
     if not 0.0 < value < 1.0:

@@ -29,6 +29,8 @@ from ddcore.data.constants import stats_for_folder
 from ddcore.data.npz import image_mode
 from ddcore.errors import DataError
 
+__all__ = ["IMAGE_SUFFIXES", "ImageFolderConfig", "ImageFolderSource"]
+
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 
 

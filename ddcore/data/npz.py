@@ -31,6 +31,10 @@ from ddcore.data.source import CommonDataConfig, NativeLayout, ProcessedSource, 
 from ddcore.data.constants import stats_for_folder
 from ddcore.errors import DataError
 
+__all__ = [
+    "decode_blobs", "image_mode", "npy_header_shape", "npy_prefix_bytes", "NpzConfig", "NpzSource", "split_files"
+]
+
 
 @attrs.define(frozen=True, kw_only=True)
 class NpzConfig(CommonDataConfig):

@@ -17,6 +17,8 @@ from ddcore.files import cache_root
 from ddcore.data.constants import KNOWN_STATS
 from ddcore.errors import DataError
 
+__all__ = ["TORCHVISION_DATASETS", "TorchvisionConfig", "TorchvisionSource"]
+
 #: dataset -> (channels, height, width, num_classes, static class names or None)
 TORCHVISION_DATASETS: dict[str, tuple[int, int, int, int, Optional[tuple[str, ...]]]] = {
     "CIFAR10": (3, 32, 32, 10, ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
