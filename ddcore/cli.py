@@ -57,8 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("new-plugin", help="scaffold a plugin package (ddcore-NAME/)",
                        description="Create ddcore-NAME/: pyproject with the ddcore entry point, a hookimpl module "
-                                   "registering an objective term, a recipe and a test.")
+                                   "registering one component of --kind, a recipe and its tests.")
     p.add_argument("name", help="plugin name: lower-case letters, digits and underscores, e.g. my_term")
+    p.add_argument("--kind", default="objective",
+                   choices=("objective", "parameterization", "augmentation", "sampler", "evaluator", "backbone", "data"),
+                   help="the kind of component the package registers (default: objective)")
     p.add_argument("--dir", type=Path, default=Path("."), help="parent directory (default: .)")
     return parser
 
@@ -158,7 +161,7 @@ def cmd_docs(args) -> int:
 def cmd_new_plugin(args) -> int:
     from ddcore._scaffold import create_plugin
 
-    root = create_plugin(args.name, args.dir)
+    root = create_plugin(args.name, args.dir, args.kind)
     print(f"ddcore new-plugin: created {root}")
     print(f"  pip install -e {root} && python -m pytest {root / 'tests'} && ddcore plugins")
     return 0

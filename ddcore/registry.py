@@ -16,7 +16,7 @@ import attrs
 from ddcore.config import NoConfig, structure
 from ddcore.errors import PluginError, RecipeError
 
-__all__ = ["KINDS", "Entry", "KindRegistry", "Registry"]
+__all__ = ["KINDS", "SMOKE_KEYS", "Entry", "KindRegistry", "Registry"]
 
 #: kind -> hook name that registers it (the order is the documentation order).
 KINDS: dict[str, str] = {
@@ -30,6 +30,10 @@ KINDS: dict[str, str] = {
     "optimizer": "ddcore_register_optimizers",
     "evaluator": "ddcore_register_evaluators",
 }
+
+
+#: what ``registry.add(..., smoke=...)`` may declare
+SMOKE_KEYS = frozenset({"options", "recipe", "setup", "targets"})
 
 
 @attrs.define(frozen=True)
@@ -130,15 +134,17 @@ class KindRegistry:
         :param config: a frozen attrs class of the component's options (``NoConfig`` when it has none).
         :param doc: one paragraph for the generated reference; defaults to the factory's docstring.
         :param smoke: what the testing kit's smoke test of this component needs at test scale (see
-            :func:`ddcore.testing.smoke_test`): ``{"options": {...}}`` for the component's own table, and for
-            objectives and samplers ``{"recipe": {...}}``, top-level changes to the tiny test recipe. ``None``:
-            the defaults run at test scale.
+            :func:`ddcore.testing.smoke_test`); ``None``: the defaults run at test scale. Keys: ``options`` (the
+            component's own table; ``"<tmp>"`` becomes the test's temporary directory), ``recipe`` (top-level
+            changes to the tiny test recipe, e.g. the sampler an objective needs), ``setup`` (a callable or
+            ``"module:function"`` called with the temporary directory first, e.g. to write fake data files),
+            ``targets`` (evaluators of self-supervised sets: the target dimension of the probe set).
         """
         if not attrs.has(config):
             raise PluginError(f"plugin '{self.plugin}': config of {self.kind} '{name}' must be an attrs class")
-        if smoke is not None and (not isinstance(smoke, dict) or set(smoke) - {"options", "recipe"}):
+        if smoke is not None and (not isinstance(smoke, dict) or set(smoke) - SMOKE_KEYS):
             raise PluginError(f"plugin '{self.plugin}': smoke of {self.kind} '{name}' must be a dict with keys "
-                              f"'options' and/or 'recipe', got {smoke!r}")
+                              f"among {', '.join(sorted(SMOKE_KEYS))}, got {smoke!r}")
         text = doc or (getattr(factory, "__doc__", None) or "").strip()
         entry = Entry(self.kind, name, factory, config, text, self.plugin, self.distribution, smoke)
         if self._staged is not None:

@@ -192,4 +192,5 @@ class TrainFromScratch(Evaluator):
 
 @ddcore.hookimpl
 def ddcore_register_evaluators(registry):
-    registry.add("train_from_scratch", TrainFromScratch, config=TrainFromScratchConfig)
+    registry.add("train_from_scratch", TrainFromScratch, config=TrainFromScratchConfig,
+                 smoke={"options": {"num_models": 1, "epochs": 1, "batch_size": 8, "test_batch_size": 64}})

@@ -64,7 +64,7 @@ class NoiseInit(Init):
 
 @ddcore.hookimpl
 def ddcore_register_parameterizations(registry):
-    registry.add("pixels", Pixels, config=PixelsConfig)
+    registry.add("pixels", Pixels, config=PixelsConfig, smoke={"options": {"ipc": 2}})
 
 
 @ddcore.hookimpl
