@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from ddcore.engine import Run
     from ddcore.types import SynBatch
 
-__all__ = ["choose_mode", "class_blocks", "Distributed", "env_world", "init_from_env", "MODES", "shutdown"]
+__all__ = ["choose_mode", "class_shards", "Distributed", "env_world", "init_from_env", "MODES", "shutdown"]
 
 MODES = ("auto", "class_sharded", "data_parallel", "replicated")
 
@@ -106,7 +106,7 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
-def class_blocks(num_classes: int, world_size: int) -> list[list[int]]:
+def class_shards(num_classes: int, world_size: int) -> list[list[int]]:
     """Contiguous, near-equal blocks of class ids, one per rank (the first ``num_classes % world`` get one more)."""
     base, extra = divmod(num_classes, world_size)
     blocks, start = [], 0
@@ -191,7 +191,7 @@ class Distributed:
                                 f"to split (use at most {run.build_ctx.num_classes} processes)")
         self.mode = mode
         if self.splits_classes:
-            self.classes = class_blocks(run.build_ctx.num_classes, self.world_size)[self.rank]
+            self.classes = class_shards(run.build_ctx.num_classes, self.world_size)[self.rank]
             self._class_ids = torch.tensor(self.classes, dtype=torch.int64, device=run.device)
 
     # -- per step -------------------------------------------------------------------------------------

@@ -22,7 +22,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-__all__ = ["ComponentRef", "ObjectiveRef", "Recipe", "RealConfig", "RunConfig", "load_recipe", "parse_recipe"]
+__all__ = [
+    "DEFAULT_BASELINES", "ComponentRef", "ObjectiveRef", "Recipe", "RealConfig", "RunConfig", "apply_override",
+    "load_recipe", "parse_recipe", "validate",
+]
 
 
 @attrs.define(frozen=True, kw_only=True)

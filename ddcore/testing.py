@@ -638,7 +638,7 @@ def check_plugin(distribution: str, tmp_path: str | Path, *, src: Iterable[str |
     assert not failures and not problems, "\n".join(failures + problems)
 
 
-def contract_tests(distribution: str, *, src: Iterable[str | Path] = ()):
+def contract_tests(distribution: str, *, src: Iterable[str | Path] = (), public_api: bool = True):
     """A pytest test function running the contract of ``distribution``, one test item per check.
 
     In a plugin's tests, one line: ``test_ddcore_contract = ddcore.testing.contract_tests("ddcore-mine")``.
@@ -650,9 +650,9 @@ def contract_tests(distribution: str, *, src: Iterable[str | Path] = ()):
 
     src = list(src)
     host = PluginHost(autoload=True, strict=False)
-    params = [pytest.param("public-api", id="public-api")]
+    params = [pytest.param("public-api", id="public-api")] if public_api else []
     params += [pytest.param(e, id=f"{e.kind}:{e.name}") for e in distribution_entries(distribution, host)]
-    if len(params) == 1:
+    if len(params) == int(public_api):
         params.append(pytest.param(None, id="no-components"))
 
     @pytest.mark.parametrize("check", params)
