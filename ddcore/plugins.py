@@ -66,8 +66,8 @@ class BrokenPlugin:
 
     def line(self) -> str:
         what = "disabled" if self.disabled else "broken"
-        return f"plugin '{self.name}' (distribution {self.distribution} {self.version}) {what}: {self.reason}".replace(
-            "  ", " ")
+        version = f" {self.version}" if self.version else ""
+        return f"plugin '{self.name}' (distribution {self.distribution}{version}) {what}: {self.reason}"
 
 
 def autoload_disabled() -> bool:
