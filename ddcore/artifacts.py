@@ -17,6 +17,11 @@ import torch
 
 from ddcore.types import DatasetInfo, SynBatch
 
+__all__ = [
+    "atomic_write_bytes", "atomic_write_text", "denormalize", "load_checkpoint", "save_checkpoint", "save_grid",
+    "save_synset"
+]
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)

@@ -15,6 +15,8 @@ from typing import Optional
 
 from ddcore.errors import UserError
 
+__all__ = ["main"]
+
 
 def _add_set(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -72,8 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("new-plugin", help="scaffold a plugin package (ddcore-NAME/)",
                        description="Create ddcore-NAME/: pyproject with the ddcore entry point, a hookimpl module "
-                                   "registering an objective term, a recipe and a test.")
+                                   "registering one component of --kind, a recipe and its tests.")
     p.add_argument("name", help="plugin name: lower-case letters, digits and underscores, e.g. my_term")
+    p.add_argument("--kind", default="objective",
+                   choices=("objective", "parameterization", "augmentation", "sampler", "evaluator", "backbone", "data"),
+                   help="the kind of component the package registers (default: objective)")
     p.add_argument("--dir", type=Path, default=Path("."), help="parent directory (default: .)")
     return parser
 
@@ -100,7 +105,7 @@ def cmd_run(args) -> int:
                    progress=False if args.no_progress else None)
 
     if recipe.run.repeats > 1:
-        from ddcore.repeats import run_repeats
+        from ddcore._repeats import run_repeats
 
         print(f"ddcore: run -> {out} ({recipe.run.repeats} sets)")
         record = run_repeats(recipe, out, make_run=make_run, resume=args.resume)
@@ -148,7 +153,9 @@ def cmd_eval(args) -> int:
     recipe = load_recipe(run_dir / "recipe.toml", args.overrides)
     run = Run(recipe, out_dir=None, device=args.device).build()
     load_synset_into(run, synset)
-    result = run.evaluate(step=-1)
+    # synset.safetensors is written when a run finishes: it is the set of the recipe's last step
+    result = run.evaluate(step=recipe.run.iterations)
+    result["reevaluated"] = True
     result["overrides"] = args.overrides
     history = run_dir / "eval.json"
     records = json.loads(history.read_text()) if history.exists() else []
@@ -166,6 +173,8 @@ def cmd_plugins(args) -> int:
     for p in host.plugins():
         comps = ", ".join(f"{k}:{n}" for k, n in p.components) or "(no components)"
         print(f"{p.name}  [{p.distribution} {p.version}]  {comps}")
+    for b in host.broken.values():
+        print(f"{b.name}  [{b.distribution} {b.version}]  {'DISABLED' if b.disabled else 'BROKEN'}: {b.reason}")
     return 0
 
 
@@ -184,7 +193,7 @@ def cmd_recipe(args) -> int:
 
 
 def cmd_docs(args) -> int:
-    from ddcore.docs import stale_files, write_docs
+    from ddcore._docs import stale_files, write_docs
 
     if args.check:
         stale = stale_files(args.out)
@@ -200,16 +209,16 @@ def cmd_docs(args) -> int:
 
 
 def cmd_new_plugin(args) -> int:
-    from ddcore.scaffold import create_plugin
+    from ddcore._scaffold import create_plugin
 
-    root = create_plugin(args.name, args.dir)
+    root = create_plugin(args.name, args.dir, args.kind)
     print(f"ddcore new-plugin: created {root}")
     print(f"  pip install -e {root} && python -m pytest {root / 'tests'} && ddcore plugins")
     return 0
 
 
 def cmd_report(args) -> int:
-    from ddcore.report import main_report
+    from ddcore._report import main_report
 
     return main_report(list(args.inputs), out=args.out, plot=args.plot, save=args.save, check=args.check,
                        title=args.title, preamble=args.preamble)

@@ -7,7 +7,6 @@ components resolved through the registry.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
 import time
@@ -21,11 +20,14 @@ import torch
 from ddcore.artifacts import atomic_write_bytes, atomic_write_text, load_checkpoint, save_checkpoint, save_grid, save_synset
 from ddcore.context import BuildContext, StepContext, derive_seed
 from ddcore.distributed import init_from_env
-from ddcore.errors import RecipeError, UserError
+from ddcore.errors import PluginError, RecipeError, UserError
+from ddcore.files import cache_root
 from ddcore.hotpath import HotPath
 from ddcore.plugins import PluginHost, get_host
 from ddcore.recipe import Recipe, load_recipe, validate
 from ddcore.types import RealBatch, SynBatch
+
+__all__ = ["Run", "load_synset_into", "resolve_device"]
 
 CHECKPOINT = "checkpoint/state.pt"
 
@@ -43,7 +45,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("DDCORE_CACHE") or Path.home() / ".cache" / "ddcore")
+    return cache_root()
 
 
 class Run:
@@ -120,6 +122,7 @@ class Run:
         with b.seeded("parameterization"):
             self.parameterization = reg.get("parameterization", recipe.synset.name).factory(cfg["synset"], b)
         self.parameterization.to(self.device)
+        b.parameterization = self.parameterization
         self.sampler = reg.get("sampler", recipe.sampler.name).factory(cfg["sampler"], b)
         self.objectives = [
             (o.ref.name, o.weight, reg.get("objective", o.ref.name).factory(cfg[f"objective[{i}]"], b))
@@ -211,7 +214,7 @@ class Run:
                 real = RealBatch(aug.apply(real.images, params, real.labels), real.labels, real.indices, real.per_class)
         ctx = StepContext(
             step=step, build=b, real=real, real_raw=real_raw, syn=syn, syn_raw=syn_raw, nets=nets,
-            info=self.sampler.info(), aug_params=aug_params, real_chunk=self.hot_path.real_chunk,
+            sampler_info=self.sampler.info(), aug_params=aug_params, real_chunk=self.hot_path.real_chunk,
         )
         ctx._materialize = self.parameterization.materialize
         run_cfg = self.recipe.run
@@ -219,8 +222,8 @@ class Run:
         total = None
         tf32 = run_cfg.precision == "tf32"
         with _Tf32(tf32), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=run_cfg.precision == "bf16"):
-            for name, weight, objective in self.objectives:
-                term = objective(ctx).float()
+            for i, (name, weight, objective) in enumerate(self.objectives):
+                term = self._checked_term(i, objective(ctx)).float()
                 ctx.log(f"loss/{name}", term)
                 total = weight * term if total is None else total + weight * term
         self.optimizer.zero_grad()
@@ -232,6 +235,19 @@ class Run:
         self.optimizer.step()
         self.sampler.after_step(ctx)
         return total.detach(), ctx
+
+    def _checked_term(self, index: int, term: Any) -> torch.Tensor:
+        """A term's return value, or one line blaming ``objective[index]``, its component and distribution.
+
+        Metadata checks only (no host sync): a 0-d floating-point tensor on the run's device.
+        """
+        if isinstance(term, torch.Tensor) and term.dim() == 0 and term.is_floating_point() and \
+                term.device.type == self.device.type:
+            return term
+        got = (f"a {type(term).__name__}" if not isinstance(term, torch.Tensor) else
+               f"a tensor of shape {list(term.shape)}, dtype {str(term.dtype).replace('torch.', '')}, on {term.device}")
+        raise PluginError(f"{self.recipe.file + ': ' if self.recipe.file else ''}{_term_label(self, index)} returned "
+                          f"{got}; expected a 0-d floating-point tensor on {self.device} (a bug in the plugin)")
 
     def execute(self) -> Optional[dict[str, Any]]:
         """Run (or resume) the loop, evaluate, write artefacts; returns the final evaluation."""
@@ -310,7 +326,7 @@ class Run:
             syn = self.build_ctx.expand(self.parameterization.materialize()).detach()
         result = {"step": step, "synset": self.dist.evaluate(self.evaluator, syn, seed=seed), "baselines": {}}
         budget = self.budget_images()
-        for kind in getattr(self.evaluator.config, "baselines", ()):
+        for kind in self.recipe.baselines:
             if kind not in self._baseline_results:
                 base = self.parameterization.baseline(kind, budget, self.build_ctx.generator("baseline", kind))
                 self._baseline_results[kind] = self.dist.evaluate(self.evaluator, base.detach(), seed=seed)
@@ -403,9 +419,18 @@ class Run:
         save_grid(self.out_dir / "synset.png", syn, self.build_ctx.info)
 
     def _progress(self, total: int):
-        from ddcore.progress import ProgressBar
+        from ddcore._progress import ProgressBar
 
         return ProgressBar(total, self.start_step, enabled=self.show_progress, label=self.recipe.name or "distill")
+
+
+def _term_label(run: Run, index: int) -> str:
+    """``objective[2] 'dm' (plugin 'dm', distribution ddcore-dm 0.1.0)``: who to blame for a term's output."""
+    name = run.objectives[index][0]
+    entry = run.host.registry.get("objective", name)
+    version = run.host.distributions().get(entry.distribution, "")
+    return (f"objective[{index}] '{name}' (plugin '{entry.plugin}', distribution "
+            f"{entry.distribution}{' ' + version if version else ''})")
 
 
 def _apply_hot_path(ctx: StepContext, hot_path: HotPath) -> None:

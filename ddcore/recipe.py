@@ -23,8 +23,8 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 __all__ = [
-    "ComponentRef", "ObjectiveRef", "PaperConfig", "PaperValue", "Recipe", "RealConfig", "RunConfig", "load_recipe",
-    "parse_recipe",
+    "DEFAULT_BASELINES", "ComponentRef", "ObjectiveRef", "PaperConfig", "PaperValue", "Recipe", "RealConfig",
+    "RunConfig", "apply_override", "load_recipe", "parse_recipe", "validate",
 ]
 
 
@@ -128,6 +128,8 @@ DEFAULTS: dict[str, Any] = {
     "sampler": "random_init",
     "optimizer": {"name": "sgd", "lr": 1.0, "momentum": 0.5},
 }
+#: ``[eval] baselines`` when the recipe does not set it
+DEFAULT_BASELINES: tuple[str, ...] = ("random",)
 TOP_KEYS = ("name", "plugins", "seed", "device", "real", "run", "augment", "objective", "paper", "by_ipc", *SECTIONS)
 
 
@@ -152,6 +154,8 @@ class Recipe:
     raw: dict
     paper: Optional[PaperConfig] = None
     file: Optional[str] = None
+    #: ``[eval] baselines``: same-budget baseline sets the engine builds and evaluates (engine-owned key)
+    baselines: tuple[str, ...] = ()
 
     @property
     def ipc(self) -> Optional[int]:
@@ -226,6 +230,15 @@ def parse_recipe(data: dict, overrides: list[str] = (), *, file: Optional[str] =
     if not objectives:
         raise RecipeError("a recipe needs at least one [[objective]] table", file=file, key="objective")
 
+    baselines: tuple[str, ...] = ()
+    if isinstance(resolved.get("eval"), dict) and "name" in resolved["eval"]:
+        value = resolved["eval"].get("baselines", list(DEFAULT_BASELINES))
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise RecipeError(f"expected an array of baseline names, got {value!r}", file=file, key="eval.baselines")
+        baselines = tuple(value)
+    elif isinstance(resolved.get("eval"), str):
+        baselines = DEFAULT_BASELINES
+
     plugins = resolved.get("plugins", [])
     if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
         raise RecipeError("expected an array of distribution names", file=file, key="plugins")
@@ -246,7 +259,8 @@ def parse_recipe(data: dict, overrides: list[str] = (), *, file: Optional[str] =
         synset=ref("synset"),
         sampler=ref("sampler"),
         optimizer=ref("optimizer"),
-        eval=ref("eval", required=False),
+        eval=_without(ref("eval", required=False), "baselines"),
+        baselines=baselines,
         augment=tuple(ComponentRef.parse(a, key=f"augment[{i}]", file=file) for i, a in enumerate(ref_list("augment"))),
         objective=tuple(objectives),
         real=structure(RealConfig, resolved.get("real"), key="real", file=file),
@@ -338,6 +352,12 @@ def _apply_by_ipc(data: dict, overrides, *, file: Optional[str]) -> None:
             continue  # --set wins over the recipe's per-IPC value
         _set_path(data, path, value, file=file)
 
+def _without(r: Optional[ComponentRef], key: str) -> Optional[ComponentRef]:
+    """``r`` minus an engine-owned option (the component's config never sees it)."""
+    if r is None or key not in r.options:
+        return r
+    return attrs.evolve(r, options={k: v for k, v in r.options.items() if k != key})
+
 
 def _parse_value(text: str) -> Any:
     try:
@@ -409,4 +429,14 @@ def validate(recipe: Recipe, registry) -> dict[str, Any]:
     for kind, key, r in recipe.components():
         entry = registry.get(kind, r.name, key=f"{key}.name", file=recipe.file)
         configs[key] = entry.structure(r.options, key=key, file=recipe.file)
+    if recipe.eval is not None:
+        # a typo in a baseline name fails here, before hours of distillation, not at the final evaluation
+        factory = registry.get("parameterization", recipe.synset.name).factory
+        kinds_of = getattr(factory, "baseline_kinds", None)
+        allowed = tuple(kinds_of(configs["synset"])) if kinds_of is not None else None
+        for i, kind in enumerate(recipe.baselines):
+            if allowed is not None and kind not in allowed:
+                raise RecipeError(f"unknown baseline {kind!r} for parameterization '{recipe.synset.name}'; "
+                                  f"allowed: {', '.join(allowed) or '(none)'}", file=recipe.file,
+                                  key=f"eval.baselines[{i}]")
     return configs

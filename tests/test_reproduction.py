@@ -12,7 +12,7 @@ from ddcore.cli import main
 from ddcore.errors import RecipeError
 from ddcore.plugins import get_host
 from ddcore.recipe import load_recipe, parse_recipe, validate
-from ddcore.repeats import pool_results, repeat_seed
+from ddcore._repeats import pool_results, repeat_seed
 from ddcore.testing import tiny_recipe
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -32,11 +32,13 @@ import ddcore
 from ddcore.components import Evaluator
 from ddcore.config import non_negative, option, positive
 from ddcore.errors import RecipeError, UserError
-from ddcore.evaluation.concurrent import run_concurrently, split_threads
+from ddcore.evaluation._concurrent import run_concurrently, split_threads
 from ddcore.evaluation.ensemble import can_vectorize, ensemble_accuracy, train_ensemble
 from ddcore.evaluation.train import LOSSES, evaluate_accuracy, train_classifier
 from ddcore.hotpath import HotPath, wants_compile
 from ddcore.types import SynBatch
+
+__all__ = ["TrainFromScratch", "TrainFromScratchConfig"]
 
 
 @attrs.define(frozen=True, kw_only=True)
@@ -83,10 +85,6 @@ class TrainFromScratchConfig:
     max_parallel: int = option(0, "Most networks trained at once: per vectorised ensemble, or concurrent "
                                   "threads (0 = all num_models; threads: at most the intra-op thread count).",
                                validator=non_negative)
-    baselines: list[str] = option(
-        attrs.NOTHING, "Same-budget baselines the engine also evaluates (random, herding, ...).",
-        factory=lambda: ["random"],
-    )
 
 
 def _check_strategy(attribute, value: str) -> None:
@@ -215,27 +213,8 @@ class TrainFromScratch(Evaluator):
         return {"metric": "accuracy", "mean": float(np.mean(every)), "std": float(np.std(every)),
                 "num_models": len(every), "per_model": per_model}
 
-    # -- Evaluator API ------------------------------------------------------------------------------
-    def evaluate(self, synset: SynBatch, *, seed: int) -> dict[str, Any]:
-        """Train ``num_models`` nets per architecture on ``synset`` and test them; accuracies in percent."""
-        synset = synset.detach().to(self.build.device)
-        labels, loss = self._loss_for(synset)
-        images = synset.images
-        per_model: dict[str, dict[str, Any]] = {}
-        every: list[float] = []
-        for arch in self.config.models:
-            values = self._train_and_test(arch, images, labels, loss, seed)
-            per_model[arch] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "values": values}
-            every.extend(values)
-        return {
-            "metric": "accuracy",
-            "mean": float(np.mean(every)),
-            "std": float(np.std(every)),
-            "num_models": len(every),
-            "per_model": per_model,
-        }
-
 
 @ddcore.hookimpl
 def ddcore_register_evaluators(registry):
-    registry.add("train_from_scratch", TrainFromScratch, config=TrainFromScratchConfig)
+    registry.add("train_from_scratch", TrainFromScratch, config=TrainFromScratchConfig,
+                 smoke={"options": {"num_models": 1, "epochs": 1, "batch_size": 8, "test_batch_size": 64}})
