@@ -122,6 +122,8 @@ def summarize_run(run_dir: Path) -> dict[str, Any]:
     manifest_path = set_dirs[0] / "manifest.json"
     manifest = _load_json(manifest_path) if manifest_path.exists() else {}
     wall = [f.get("wall_s") for f in finals]
+    # a run stopped before its last step is reported at the last step it evaluated, never as the full schedule
+    reached = min(int(f.get("step", recipe.run.iterations)) for f in finals)
     recipe_file = manifest.get("recipe") or recipe.file
     return {
         "format": FORMAT,
@@ -129,7 +131,8 @@ def summarize_run(run_dir: Path) -> dict[str, Any]:
         "recipe_file": str(recipe_file) if recipe_file else None,
         "dataset": (manifest.get("dataset") or {}).get("name") or str(_get(recipe.raw, "data.path") or recipe.data.name),
         "ipc": recipe.ipc,
-        "iterations": recipe.run.iterations,
+        "iterations": reached,
+        "planned_iterations": recipe.run.iterations,
         "sets": len(finals),
         "models_per_set": int(round((ours.get("num_models") or 0) / max(len(finals), 1))),
         "ours": ours,
@@ -208,6 +211,8 @@ def render_markdown(results: list[dict[str, Any]], *, title: str = "Results", pl
         diff = f"{ours['mean'] - paper['mean']:+.2f}" if paper else "—"
         its = str(r["iterations"])
         dev = (r.get("deviations") or {}).get("run.iterations")
+        if r.get("planned_iterations", r["iterations"]) != r["iterations"]:
+            its += f" (stopped; planned {r['planned_iterations']})"
         if dev:
             its += f" (recipe: {dev[1]})"
         lines.append(

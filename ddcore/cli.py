@@ -148,6 +148,9 @@ def cmd_eval(args) -> int:
 
     run_dir = args.run_dir
     synset = run_dir / "synset.safetensors"
+    if (run_dir / "set-0").is_dir() and not synset.exists():
+        raise UserError(f"{run_dir}: a repeated run (run.repeats); evaluate one of its sets, e.g. "
+                        f"ddcore eval {run_dir / 'set-0'}")
     if not (run_dir / "recipe.toml").exists() or not synset.exists():
         raise UserError(f"{run_dir}: not a finished run (needs recipe.toml and synset.safetensors)")
     recipe = load_recipe(run_dir / "recipe.toml", args.overrides)

@@ -241,3 +241,10 @@ def test_idm_recipes_follow_ipc(name):
     assert fifty.objective[1].weight == 0.1 and fifty.sampler.options["eval_interval"] == 500
     ten = load_recipe(path)
     assert ten.real.batch == 256 and ten.objective[1].weight == 0.5
+
+
+def test_eval_of_a_repeated_run_points_to_its_sets(tmp_path, capsys):
+    (tmp_path / "rep" / "set-0").mkdir(parents=True)
+    (tmp_path / "rep" / "recipe.toml").write_text("")
+    assert main(["eval", str(tmp_path / "rep")]) == 2
+    assert "evaluate one of its sets" in capsys.readouterr().err
