@@ -112,7 +112,7 @@ def main(argv=None):
     def dm_ours():
         r, s = aug_pair(real.images, real.labels, syn_ours, labels, 0, k)
         ctx = StepContext(step=0, build=build, real=RealBatch(r, real.labels, real.indices, n_real), real_raw=real,
-                          syn=SynBatch(s, labels), syn_raw=SynBatch(syn_ours, labels), nets=[net], info={},
+                          syn=SynBatch(s, labels), syn_raw=SynBatch(syn_ours, labels), nets=[net], sampler_info={},
                           aug_params=[])
         loss = dm_term(ctx)
         opt_ours.zero_grad()
@@ -152,7 +152,7 @@ def main(argv=None):
         r, s = aug_pair(real.images, real.labels, x, y, 0, k)
         ctx = StepContext(step=0, build=build, real=RealBatch(r, real.labels, real.indices, n_real), real_raw=real,
                           syn=SynBatch(s, y), syn_raw=SynBatch(syn_i, labels), nets=[net],
-                          info={"net_accuracy": [acc]}, aug_params=[])
+                          sampler_info={"net_accuracy": [acc]}, aug_params=[])
         loss = dm_term(ctx) + 0.5 * ce_term(ctx)
         opt_i.zero_grad()
         loss.backward()

@@ -1,5 +1,5 @@
 """Benchmark: train N evaluation ConvNets one after another, as one vectorised torch.func ensemble, and side by side
-on CPU threads (``ddcore.evaluation.concurrent``: each worker on its share of the intra-op threads).
+on CPU threads (``ddcore.evaluation._concurrent``: each worker on its share of the intra-op threads).
 
 CIFAR-shaped fake data (10 classes, 3x32x32, random pixels: only the speed matters here), the DC evaluation
 protocol (SGD, batch 256, DSA in random mode on every batch), ``--epochs`` epochs (+1, as the protocol), then
@@ -23,7 +23,7 @@ import torch
 from ddcore.config import ComponentRef
 from ddcore.context import BuildContext
 from ddcore.data.store import ClassIndexedData
-from ddcore.evaluation.concurrent import run_concurrently, split_threads
+from ddcore.evaluation._concurrent import run_concurrently, split_threads
 from ddcore.evaluation.ensemble import ensemble_accuracy, train_ensemble
 from ddcore.evaluation.train import evaluate_accuracy, train_classifier
 from ddcore.hotpath import HotPath

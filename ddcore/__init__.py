@@ -1,7 +1,9 @@
 """ddcore: a plugin-extensible framework for dataset distillation.
 
-Public API: the hook markers, the component base classes, the contexts and data carriers. Plugins touch the
-core only through these names (and the hook specs in :mod:`ddcore.hookspecs`).
+Public API: the hook marker, the component base classes, the contexts and data carriers (the names below), plus
+every module whose dotted path has no ``_``-prefixed part, restricted to the names in its ``__all__``.
+``ddcore.testing.check_public_imports`` (and the ``ddcore`` pytest plugin) fail on an import of anything else;
+``docs/writing-plugins.md`` lists the surface, generated from these ``__all__`` lists.
 """
 
 from __future__ import annotations
@@ -19,15 +21,18 @@ from ddcore.components import (  # noqa: E402
     BackboneOutput,
     Component,
     DataSource,
+    EvaluationResult,
     Evaluator,
+    Expansion,
     Init,
     Objective,
     Parameterization,
     Sampler,
+    SiameseAugmentation,
     SynOptimizer,
 )
 from ddcore.config import NoConfig, option  # noqa: E402
-from ddcore.context import BuildContext, StepContext  # noqa: E402
+from ddcore.context import BuildContext, StepContext, derive_seed  # noqa: E402
 from ddcore.errors import DataError, PluginError, RecipeError, UserError  # noqa: E402
 from ddcore.types import DatasetInfo, RealBatch, SynBatch  # noqa: E402
 
@@ -42,7 +47,9 @@ __all__ = [
     "DataError",
     "DataSource",
     "DatasetInfo",
+    "EvaluationResult",
     "Evaluator",
+    "Expansion",
     "Init",
     "NoConfig",
     "Objective",
@@ -51,9 +58,11 @@ __all__ = [
     "RealBatch",
     "RecipeError",
     "Sampler",
+    "SiameseAugmentation",
     "StepContext",
     "SynBatch",
     "SynOptimizer",
     "UserError",
+    "derive_seed",
     "option",
 ]

@@ -27,6 +27,11 @@ import torch
 from ddcore.errors import UserError
 from ddcore.types import DatasetInfo, SynBatch
 
+__all__ = [
+    "atomic_write_bytes", "atomic_write_text", "denormalize", "load_checkpoint", "save_checkpoint", "save_grid",
+    "save_synset"
+]
+
 LOCK_NAME = "run.lock"
 #: keys every checkpoint written by :meth:`ddcore.engine.Run.state_dict` holds
 CHECKPOINT_KEYS = ("step", "parameterization", "optimizer", "sampler", "objectives", "augmentations", "rng_cpu",

@@ -24,6 +24,11 @@ from ddcore.types import SynBatch
 if TYPE_CHECKING:
     from ddcore.context import BuildContext
 
+__all__ = [
+    "BASELINE_KINDS", "EMBED_CHUNK", "embed_split", "HERDING_BLOCK_BYTES", "herding_indices", "herding_select",
+    "per_class_budget", "select"
+]
+
 BASELINE_KINDS: tuple[str, ...] = ("herding", "random")
 
 #: Images per forward pass when embedding the training split for herding.

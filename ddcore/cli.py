@@ -17,6 +17,8 @@ from typing import Optional
 
 from ddcore.errors import UserError
 
+__all__ = ["main"]
+
 
 def _add_set(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -36,11 +38,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--device", help="cpu, cuda or cuda:N (overrides the recipe's device)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--repeats", type=int, metavar="N",
+                   help="distil and evaluate N sets with derived seeds (sets run.repeats; the papers' num_exp)")
 
     p = sub.add_parser("eval", help="re-evaluate a saved synthetic set", description="Evaluate RUN_DIR's synset.")
     p.add_argument("run_dir", type=Path)
     _add_set(p)
     p.add_argument("--device", help="cpu, cuda or cuda:N")
+
+    p = sub.add_parser("report", help="results beside the papers' numbers (markdown table + accuracy plot)",
+                       description="Summarise run directories or result files (JSON) as a markdown table beside the "
+                                   "papers' values, and plot accuracy against step. Without inputs: regenerate "
+                                   "docs/reproduction.md from docs/results/*.json.")
+    p.add_argument("inputs", nargs="*", type=Path, metavar="RUN_DIR_OR_RESULT",
+                   help="run directories (plain or repeats) or result files written by --save")
+    p.add_argument("--out", type=Path, help="write the markdown here (default: stdout; no inputs: docs/reproduction.md)")
+    p.add_argument("--plot", type=Path, help="write the accuracy-vs-step PNG here (no inputs: "
+                                              "docs/reproduction-curves.png)")
+    p.add_argument("--save", type=Path, metavar="DIR", help="also write each input's result file (JSON) into DIR")
+    p.add_argument("--title", default="Reproduction", help="the report's title")
+    p.add_argument("--preamble", type=Path, help="markdown placed under the title (no inputs: "
+                                                  "docs/results/preamble.md when it exists)")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if --out is stale")
 
     sub.add_parser("plugins", help="list plugins, distributions, versions and their components")
 
@@ -58,8 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("new-plugin", help="scaffold a plugin package (ddcore-NAME/)",
                        description="Create ddcore-NAME/: pyproject with the ddcore entry point, a hookimpl module "
-                                   "registering an objective term, a recipe and a test.")
+                                   "registering one component of --kind, a recipe and its tests.")
     p.add_argument("name", help="plugin name: lower-case letters, digits and underscores, e.g. my_term")
+    p.add_argument("--kind", default="objective",
+                   choices=("objective", "parameterization", "augmentation", "sampler", "evaluator", "backbone", "data"),
+                   help="the kind of component the package registers (default: objective)")
     p.add_argument("--dir", type=Path, default=Path("."), help="parent directory (default: .)")
     return parser
 
@@ -67,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_run(args) -> int:
     from ddcore.distributed import shutdown
     from ddcore.engine import Run
+    from ddcore.recipe import load_recipe
 
     if args.out is not None and not args.out.strip():
         raise UserError("--out: empty path (it would write into the current directory); name a folder")
@@ -77,16 +100,48 @@ def cmd_run(args) -> int:
                               f"{secrets.token_hex(2)}")
     if args.resume and args.out is None:
         raise UserError("--resume needs --out DIR (the run to continue)")
-    run = Run.from_file(args.recipe, args.overrides, out_dir=out, device=args.device, resume=args.resume,
-                        progress=False if args.no_progress else None)
+    overrides = list(args.overrides)
+    if args.repeats is not None:
+        if args.repeats < 1:
+            raise UserError(f"--repeats: expected a positive integer, got {args.repeats}")
+        overrides.append(f"run.repeats={args.repeats}")
+    recipe = load_recipe(args.recipe, overrides)
+
+    def make_run(r, *, out_dir, resume):
+        return Run(r, out_dir=out_dir, device=args.device, resume=resume,
+                   progress=False if args.no_progress else None)
+
+    if recipe.run.repeats > 1:
+        from ddcore._repeats import run_repeats
+
+        print(f"ddcore: run -> {out} ({recipe.run.repeats} sets)")
+        record = run_repeats(recipe, out, make_run=make_run, resume=args.resume)
+        pooled = record["pooled"]
+        print(json.dumps({"synset": _summary(pooled["synset"]), "sets": pooled["sets"],
+                          **{f"baseline_{k}": _summary(v) for k, v in pooled["baselines"].items()}}))
+        _print_paper(record.get("paper"), pooled["synset"])
+        shutdown()
+        return 0
+    run = make_run(recipe, out_dir=out, resume=args.resume)
     if run.dist.is_main:
         print(f"ddcore: run -> {out}")
     results = run.execute()
     if results is not None and run.dist.is_main:
         print(json.dumps({"synset": _summary(results["synset"]),
                           **{f"baseline_{k}": _summary(v) for k, v in results["baselines"].items()}}))
+        _print_paper(results.get("paper"), results["synset"])
     shutdown()
     return 0
+
+
+def _print_paper(paper: Optional[dict], ours: dict) -> None:
+    """One line: the published value beside ours, and the difference."""
+    if not paper:
+        return
+    where = ", ".join(p for p in (paper.get("source"), paper.get("table")) if p)
+    print(f"paper ({where}; ipc {paper.get('ipc')}): {paper['mean']:.2f} ± {paper['std']:.2f} | ours: "
+          f"{ours['mean']:.2f} ± {ours['std']:.2f} ({ours.get('num_models')} models) | "
+          f"difference {ours['mean'] - paper['mean']:+.2f}")
 
 
 def _summary(r: dict) -> dict:
@@ -100,6 +155,9 @@ def cmd_eval(args) -> int:
 
     run_dir = args.run_dir
     synset = run_dir / "synset.safetensors"
+    if (run_dir / "set-0").is_dir() and not synset.exists():
+        raise UserError(f"{run_dir}: a repeated run (run.repeats); evaluate one of its sets, e.g. "
+                        f"ddcore eval {run_dir / 'set-0'}")
     if not (run_dir / "recipe.toml").is_file() or not synset.is_file():
         raise UserError(f"{run_dir}: not a finished run (needs recipe.toml and synset.safetensors)")
     history = run_dir / "eval.json"
@@ -108,7 +166,9 @@ def cmd_eval(args) -> int:
     with RunLock(run_dir, what="ddcore eval"):  # not while a run (or another eval) writes this folder
         run = Run(recipe, out_dir=None, device=args.device).build()
         load_synset_into(run, synset)
-        result = run.evaluate(step=-1)
+        # synset.safetensors is written when a run finishes: it is the set of the recipe's last step
+        result = run.evaluate(step=recipe.run.iterations)
+        result["reevaluated"] = True
         result["overrides"] = args.overrides
         records = _read_eval_history(history)
         records.append(result)
@@ -137,6 +197,8 @@ def cmd_plugins(args) -> int:
     for p in host.plugins():
         comps = ", ".join(f"{k}:{n}" for k, n in p.components) or "(no components)"
         print(f"{p.name}  [{p.distribution} {p.version}]  {comps}")
+    for b in host.broken.values():
+        print(f"{b.name}  [{b.distribution} {b.version}]  {'DISABLED' if b.disabled else 'BROKEN'}: {b.reason}")
     return 0
 
 
@@ -175,7 +237,7 @@ def _data_path_warning(recipe, data_config) -> Optional[str]:
 
 
 def cmd_docs(args) -> int:
-    from ddcore.docs import stale_files, write_docs
+    from ddcore._docs import stale_files, write_docs
 
     if args.check:
         stale = stale_files(args.out)
@@ -191,15 +253,22 @@ def cmd_docs(args) -> int:
 
 
 def cmd_new_plugin(args) -> int:
-    from ddcore.scaffold import create_plugin
+    from ddcore._scaffold import create_plugin
 
-    root = create_plugin(args.name, args.dir)
+    root = create_plugin(args.name, args.dir, args.kind)
     print(f"ddcore new-plugin: created {root}")
     print(f"  pip install -e {root} && python -m pytest {root / 'tests'} && ddcore plugins")
     return 0
 
 
-COMMANDS = {"run": cmd_run, "eval": cmd_eval, "plugins": cmd_plugins, "recipe": cmd_recipe, "docs": cmd_docs,
+def cmd_report(args) -> int:
+    from ddcore._report import main_report
+
+    return main_report(list(args.inputs), out=args.out, plot=args.plot, save=args.save, check=args.check,
+                       title=args.title, preamble=args.preamble)
+
+
+COMMANDS = {"report": cmd_report, "run": cmd_run, "eval": cmd_eval, "plugins": cmd_plugins, "recipe": cmd_recipe, "docs": cmd_docs,
             "new-plugin": cmd_new_plugin}
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Optional
+import math
+from typing import TYPE_CHECKING, Any, ClassVar, Hashable, Literal, Optional, Sequence, TypedDict
 
 import torch
 from torch import nn
@@ -19,6 +20,12 @@ from ddcore.types import SynBatch
 
 if TYPE_CHECKING:
     from ddcore.context import BuildContext, StepContext
+
+__all__ = [
+    "Augmentation", "Backbone", "BackboneOutput", "Component", "Coupling", "DataSource", "EvaluationResult",
+    "Evaluator", "Expansion", "Init", "ModelResult", "Objective", "Parameterization", "Sampler",
+    "SiameseAugmentation", "SynOptimizer", "check_evaluation_result",
+]
 
 Coupling = Literal["separable", "shared", "collective"]
 
@@ -125,8 +132,17 @@ class Parameterization(Component, nn.Module):
         """``[param.shape[0]]`` int64 class of each row of ``param``, or ``None`` when rows are not per class."""
         return None
 
+    #: The ``[eval] baselines`` this parameterization can build (checked by ``ddcore recipe check``, before any
+    #: data is loaded). Override :meth:`baseline_kinds` when the answer depends on the config.
+    baselines: ClassVar[tuple[str, ...]] = ("herding", "random")
+
+    @classmethod
+    def baseline_kinds(cls, config: Any) -> tuple[str, ...]:
+        """The baseline kinds :meth:`baseline` accepts for ``config`` (default: the class's ``baselines``)."""
+        return tuple(cls.baselines)
+
     def baseline(self, kind: str, budget_images: int, generator: torch.Generator) -> SynBatch:
-        """A same-budget baseline set of this parameterization's kind (``"random"``, ``"herding"``, …).
+        """A same-budget baseline set of this parameterization's kind (one of :meth:`baseline_kinds`).
 
         The default draws real images class-balanced through :func:`ddcore.baselines.select`.
         """
@@ -149,8 +165,9 @@ class Sampler(Component):
 
     ``nets(step)`` is called at the start of every step and returns the networks the objective terms use
     (``ctx.nets``; ``ctx.net`` is the first). ``after_step(ctx)`` is called after the synthetic update (train
-    a queue on real data, a pool on the synthetic set, …). ``info()`` is copied into ``ctx.info`` (e.g. the
-    inner/outer counters of a bi-level loop).
+    a queue on real data, a pool on the synthetic set, …). ``info()`` is copied into ``ctx.sampler_info`` (e.g.
+    the inner/outer counters of a bi-level loop). A sampler that trains on the synthetic set reads it through
+    ``build.parameterization`` (built before the sampler) or ``ctx.updated_synset()`` in ``after_step``.
     """
 
     @abc.abstractmethod
@@ -185,29 +202,45 @@ class Objective(Component):
 
 
 class Augmentation(Component):
-    """An augmentation of the synthetic (and, for siamese ones, real) batches.
+    """Common base of the two augmentation kinds; subclass :class:`SiameseAugmentation` or :class:`Expansion`."""
 
-    ``kind = "siamese"``: parameters are drawn once per group (class) with :meth:`sample` and replayed on
-    the real and the synthetic batch with :meth:`apply`; :meth:`random` augments with fresh per-sample
-    parameters (training of evaluation networks).
+    kind: ClassVar[Literal["siamese", "expansion"]]
 
-    ``kind = "expansion"``: a deterministic, differentiable map of the synthetic set (:meth:`expand`), applied
-    after ``materialize()`` while distilling *and* before training evaluation networks.
+
+class SiameseAugmentation(Augmentation):
+    """An augmentation applied alike to the real and the synthetic batch of a step (DSA).
+
+    Parameters are drawn once per group (class) with :meth:`sample` and replayed on the real and the synthetic
+    batch with :meth:`apply`; :meth:`random` augments with fresh per-sample parameters (training of evaluation
+    networks).
     """
 
-    kind: ClassVar[Literal["siamese", "expansion"]] = "siamese"
+    kind: ClassVar[Literal["siamese"]] = "siamese"
 
+    @abc.abstractmethod
     def sample(self, num_groups: int, generator: torch.Generator, device: torch.device) -> Any:
-        raise TypeError(f"{type(self).__name__} is a {self.kind} augmentation: it has no sample()")
+        """Parameters for ``num_groups`` groups, drawn from ``generator``."""
 
+    @abc.abstractmethod
     def apply(self, x: torch.Tensor, params: Any, groups: torch.Tensor) -> torch.Tensor:
-        raise TypeError(f"{type(self).__name__} is a {self.kind} augmentation: it has no apply()")
+        """``x`` augmented with the parameters of each row's group (differentiable w.r.t. ``x``)."""
 
+    @abc.abstractmethod
     def random(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        raise TypeError(f"{type(self).__name__} is a {self.kind} augmentation: it has no random()")
+        """``x`` augmented with fresh per-sample parameters."""
 
+
+class Expansion(Augmentation):
+    """A deterministic, differentiable map of the synthetic set (IDM's partition, predefined views).
+
+    :meth:`expand` is applied after ``materialize()`` while distilling *and* before training evaluation networks.
+    """
+
+    kind: ClassVar[Literal["expansion"]] = "expansion"
+
+    @abc.abstractmethod
     def expand(self, syn: SynBatch) -> SynBatch:
-        raise TypeError(f"{type(self).__name__} is a {self.kind} augmentation: it has no expand()")
+        """The expanded synthetic set (more or transformed images, labels and groups to match)."""
 
 
 class SynOptimizer(Component):
@@ -235,14 +268,106 @@ class SynOptimizer(Component):
         """Current learning rate of the first parameter group (for logging)."""
 
 
-class Evaluator(Component):
-    """Judges a synthetic set; returns a JSON-able dict.
+class ModelResult(TypedDict):
+    """One model's (or architecture's) scores in an :class:`EvaluationResult`."""
 
-    The result has ``"metric"`` (e.g. ``"accuracy"``), ``"per_model"``: ``{name: {"mean", "std", "values"}}``
-    and ``"mean"``/``"std"`` over all models. ``evaluate`` receives the *expanded* synthetic set (expansion
-    augmentations already applied), detached.
+    mean: float
+    std: float
+    values: list[float]
+
+
+class EvaluationResult(TypedDict, total=False):
+    """What :meth:`Evaluator.evaluate` returns: JSON-able, written to ``eval.json``.
+
+    Required: ``metric`` (what the numbers are, e.g. ``"accuracy"`` in percent), ``mean`` and ``std`` over all
+    ``num_models`` trained models, ``per_model`` (name → :class:`ModelResult`). An evaluator may add keys of its
+    own (``headline``, ``seconds``, …).
     """
 
-    @abc.abstractmethod
-    def evaluate(self, synset: SynBatch, *, seed: int) -> dict[str, Any]:
-        ...
+    metric: str
+    mean: float
+    std: float
+    num_models: int
+    per_model: dict[str, ModelResult]
+
+
+REQUIRED_RESULT_KEYS = ("metric", "mean", "std", "num_models", "per_model")
+
+
+def check_evaluation_result(result: Any, who: str = "evaluator") -> None:
+    """Raise ``TypeError`` naming ``who`` when ``result`` does not follow :class:`EvaluationResult`."""
+    if not isinstance(result, dict):
+        raise TypeError(f"{who}: evaluate() must return a dict (EvaluationResult), got {type(result).__name__}")
+    missing = [k for k in REQUIRED_RESULT_KEYS if k not in result]
+    if missing:
+        raise TypeError(f"{who}: the evaluation result lacks {', '.join(missing)} (see ddcore.EvaluationResult)")
+    if not all(isinstance(result[k], (int, float)) and math.isfinite(result[k]) for k in ("mean", "std")):
+        raise TypeError(f"{who}: mean and std must be finite numbers, got {result['mean']!r}, {result['std']!r}")
+    for name, model in result["per_model"].items():
+        if not (isinstance(model, dict) and {"mean", "std", "values"} <= set(model)):
+            raise TypeError(f"{who}: per_model[{name!r}] must hold mean, std and values")
+
+
+class Evaluator(Component):
+    """Judges a synthetic set: trains ``num_models`` models on it and scores them.
+
+    The contract, in two ways to fulfil it:
+
+    * **sharded** (preferred): implement :meth:`units` (the independent pieces of one evaluation, e.g.
+      ``(architecture, model index)``) and :meth:`evaluate_units` (the score of each given unit). The base class
+      then provides :meth:`evaluate`, and a distributed run deals the units to its ranks. :meth:`summarize`
+      turns the scores into the result; its default groups units by their first element.
+    * **whole**: override :meth:`evaluate` alone (a distributed run then evaluates on every rank).
+
+    ``evaluate`` receives the *expanded* synthetic set (expansion augmentations already applied), detached, and
+    returns an :class:`EvaluationResult`. Same-budget baselines (``[eval] baselines``) belong to the engine: it
+    builds them through the parameterization and evaluates them with this same evaluator.
+    """
+
+    #: what the scores are (``EvaluationResult.metric``)
+    metric: ClassVar[str] = "accuracy"
+
+    @property
+    def sharded(self) -> bool:
+        """True when the subclass implements the unit methods (so a distributed run can split the work)."""
+        return type(self).units is not Evaluator.units
+
+    def units(self) -> list[Hashable]:
+        """The independent pieces of one evaluation, e.g. ``[(arch, i) for arch in models for i in range(n)]``."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither evaluate() nor units() and "
+                                  "evaluate_units() (see ddcore.Evaluator)")
+
+    def evaluate_units(self, synset: SynBatch, *, seed: int, units: Sequence[Hashable]) -> list[float]:
+        """The score of each of ``units``, in that order; a unit's score must not depend on the other units."""
+        raise NotImplementedError(f"{type(self).__name__} implements units() but not evaluate_units()")
+
+    def summarize(self, synset: SynBatch, results: Sequence[tuple[Hashable, float]]) -> EvaluationResult:
+        """The result from every unit's score (``(unit, score)`` in :meth:`units` order).
+
+        The default groups units by their first element (or the unit itself when it is not a tuple) into
+        ``per_model``.
+        """
+        per_model: dict[str, ModelResult] = {}
+        every: list[float] = []
+        for unit, value in results:
+            name = str(unit[0] if isinstance(unit, (tuple, list)) else unit)
+            per_model.setdefault(name, {"mean": 0.0, "std": 0.0, "values": []})["values"].append(float(value))
+            every.append(float(value))
+        for model in per_model.values():
+            model["mean"], model["std"] = _mean_std(model["values"])
+        mean, std = _mean_std(every)
+        return {"metric": self.metric, "mean": mean, "std": std, "num_models": len(every), "per_model": per_model}
+
+    def evaluate(self, synset: SynBatch, *, seed: int) -> EvaluationResult:
+        """Score ``synset``: by default every unit through :meth:`evaluate_units`, then :meth:`summarize`."""
+        units = list(self.units())
+        values = self.evaluate_units(synset, seed=seed, units=units)
+        return self.summarize(synset, list(zip(units, values)))
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and population std (numpy's default, as the DC papers report)."""
+    if not values:
+        return float("nan"), float("nan")
+    mean = sum(values) / len(values)
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))

@@ -22,6 +22,11 @@ import cattrs
 
 from ddcore.errors import RecipeError
 
+__all__ = [
+    "CHOICES", "choices_of", "ComponentRef", "converter", "describe", "DOC", "doc_of", "NoConfig", "non_negative",
+    "option", "OptionValueError", "positive", "structure", "type_name"
+]
+
 DOC = "ddcore_doc"
 CHOICES = "ddcore_choices"
 NONFINITE = "ddcore_nonfinite"

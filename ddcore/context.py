@@ -15,13 +15,20 @@ from ddcore.hotpath import HotPath
 from ddcore.types import DatasetInfo, RealBatch, SynBatch
 
 if TYPE_CHECKING:
+    from ddcore.components import Parameterization
     from ddcore.data.store import ClassIndexedData
     from ddcore.recipe import ComponentRef, Recipe
     from ddcore.registry import Registry
 
+__all__ = ["BuildContext", "StepContext", "batch_independent", "derive_seed"]
+
 
 def derive_seed(*parts: Any) -> int:
-    """A 63-bit seed derived from any printable parts (stable across processes and platforms)."""
+    """A 63-bit seed derived from any printable parts (stable across processes and platforms).
+
+    Every seed of a run comes from here (``derive_seed(run seed, purpose, keys...)``): streams derived this way
+    do not depend on call order, so resumed and sharded runs draw what the uninterrupted run draws.
+    """
     digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
@@ -64,8 +71,13 @@ class BuildContext:
         self.log = log
         #: Augmentations of the run, in recipe order (filled by the engine before samplers/objectives).
         self.augmentations: list = []
-        #: Free-form shared memo for components of different plugins (keyed by plugin-chosen strings).
-        self.shared: dict[str, Any] = {}
+        #: The run's parameterization, once built (the engine builds it before the sampler and the objectives):
+        #: how a sampler or term reaches the synthetic set without knowing which plugin made it.
+        self.parameterization: Optional["Parameterization"] = None
+        #: Per-run memo of one plugin's own objects (a trained teacher, …). Key it by an object your module owns,
+        #: never by a string another plugin must know: other plugins reach your objects through your public
+        #: functions.
+        self.shared: dict[Any, Any] = {}
         #: The run's resolved speed switches (``[run] channels_last`` / ``real_chunk`` / ``compile``).
         self.hot_path = hot_path if hot_path is not None else HotPath()
 
@@ -199,7 +211,7 @@ class StepContext:
     :ivar real: the augmented real batch; ``real_raw`` before augmentation.
     :ivar syn: the expanded + augmented synthetic batch; ``syn_raw`` is ``materialize()``'s output.
     :ivar nets: the sampler's networks for this step; ``net`` is the first.
-    :ivar info: the sampler's ``info()`` (e.g. bi-level loop counters).
+    :ivar sampler_info: the sampler's ``info()`` of this step (e.g. bi-level loop counters).
     :ivar aug_params: one entry per siamese augmentation, the parameters shared by real and syn.
     """
 
@@ -213,7 +225,7 @@ class StepContext:
         syn: SynBatch,
         syn_raw: SynBatch,
         nets: list[nn.Module],
-        info: dict[str, Any],
+        sampler_info: dict[str, Any],
         aug_params: list[Any],
         real_chunk: int = 0,
     ):
@@ -224,7 +236,7 @@ class StepContext:
         self.syn = syn
         self.syn_raw = syn_raw
         self.nets = nets
-        self.info = info
+        self.sampler_info = sampler_info
         self.aug_params = aug_params
         self.real_chunk = real_chunk
         self.logs: dict[str, torch.Tensor] = {}

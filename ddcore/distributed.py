@@ -50,6 +50,8 @@ if TYPE_CHECKING:
     from ddcore.engine import Run
     from ddcore.types import SynBatch
 
+__all__ = ["choose_mode", "class_shards", "Distributed", "env_world", "init_from_env", "MODES", "shutdown"]
+
 MODES = ("auto", "class_sharded", "data_parallel", "replicated")
 
 
@@ -104,7 +106,7 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
-def class_blocks(num_classes: int, world_size: int) -> list[list[int]]:
+def class_shards(num_classes: int, world_size: int) -> list[list[int]]:
     """Contiguous, near-equal blocks of class ids, one per rank (the first ``num_classes % world`` get one more)."""
     base, extra = divmod(num_classes, world_size)
     blocks, start = [], 0
@@ -189,7 +191,7 @@ class Distributed:
                                 f"to split (use at most {run.build_ctx.num_classes} processes)")
         self.mode = mode
         if self.splits_classes:
-            self.classes = class_blocks(run.build_ctx.num_classes, self.world_size)[self.rank]
+            self.classes = class_shards(run.build_ctx.num_classes, self.world_size)[self.rank]
             self._class_ids = torch.tensor(self.classes, dtype=torch.int64, device=run.device)
 
     # -- per step -------------------------------------------------------------------------------------
@@ -293,7 +295,9 @@ class Distributed:
 
         Every rank returns the same merged result. Evaluators without the unit API run whole on every rank.
         """
-        unit_api = all(hasattr(evaluator, a) for a in ("units", "evaluate_units", "summarize"))
+        unit_api = getattr(evaluator, "sharded", None)
+        if unit_api is None:  # duck-typed evaluators (not ddcore.Evaluator subclasses)
+            unit_api = all(hasattr(evaluator, a) for a in ("units", "evaluate_units", "summarize"))
         if not self.active or not unit_api:
             return evaluator.evaluate(synset, seed=seed)
         import torch.distributed as dist
@@ -306,8 +310,3 @@ class Distributed:
         by_unit = {tuple(u): v for part in gathered for u, v in part}
         return evaluator.summarize(synset, [(u, by_unit[tuple(u)]) for u in units])
 
-    def barrier(self) -> None:
-        if self.active:
-            import torch.distributed as dist
-
-            dist.barrier()

@@ -34,11 +34,14 @@ from ddcore.artifacts import (
 )
 from ddcore.context import BuildContext, StepContext, derive_seed
 from ddcore.distributed import init_from_env
-from ddcore.errors import Interrupted, RecipeError, RunDiverged, UserError
+from ddcore.errors import Interrupted, PluginError, RecipeError, RunDiverged, UserError
+from ddcore.files import cache_root
 from ddcore.hotpath import HotPath
 from ddcore.plugins import PluginHost, get_host
 from ddcore.recipe import Recipe, load_recipe, validate
 from ddcore.types import RealBatch, SynBatch
+
+__all__ = ["Run", "load_synset_into", "resolve_device"]
 
 CHECKPOINT = "checkpoint/state.pt"
 #: files a run writes into its directory (each must be creatable as a file: checked before the first step)
@@ -59,7 +62,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("DDCORE_CACHE") or Path.home() / ".cache" / "ddcore")
+    return cache_root()
 
 
 class Run:
@@ -101,6 +104,9 @@ class Run:
         self._lock: Optional[RunLock] = None
         self.last_checkpoint: Optional[tuple[Path, int]] = None  # (file, step) of the last good checkpoint
         self._first_nonfinite: Optional[torch.Tensor] = None  # per objective term: first bad step (1-based) or -1
+        # wall-clock seconds of this run before this process (restored on resume) and this process's start
+        self._wall_before = 0.0
+        self._t_start = time.perf_counter()
 
     @classmethod
     def from_file(cls, path: str | Path, overrides: list[str] = (), **kwargs) -> "Run":
@@ -137,6 +143,7 @@ class Run:
         with b.seeded("parameterization"):
             self.parameterization = reg.get("parameterization", recipe.synset.name).factory(cfg["synset"], b)
         self.parameterization.to(self.device)
+        b.parameterization = self.parameterization
         self.sampler = reg.get("sampler", recipe.sampler.name).factory(cfg["sampler"], b)
         self.objectives = [
             (o.ref.name, o.weight, reg.get("objective", o.ref.name).factory(cfg[f"objective[{i}]"], b))
@@ -178,6 +185,7 @@ class Run:
             "augmentations": [a.state_dict() for a in self.build_ctx.augmentations],
             "rng_cpu": torch.get_rng_state(),
             "evaluations": dumps_strict(self.evaluations),
+            "wall_s": self.wall_s(),
         }
         if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
@@ -196,6 +204,7 @@ class Run:
             torch.cuda.set_rng_state(state["rng_cuda"], self.device)
         self.evaluations = json.loads(state["evaluations"])
         self.start_step = int(state["step"])
+        self._wall_before = float(state.get("wall_s", 0.0))
 
     # -- the loop -------------------------------------------------------------------------------------
     def _real_batch(self, step: int) -> Optional[RealBatch]:
@@ -226,7 +235,7 @@ class Run:
                 real = RealBatch(aug.apply(real.images, params, real.labels), real.labels, real.indices, real.per_class)
         ctx = StepContext(
             step=step, build=b, real=real, real_raw=real_raw, syn=syn, syn_raw=syn_raw, nets=nets,
-            info=self.sampler.info(), aug_params=aug_params, real_chunk=self.hot_path.real_chunk,
+            sampler_info=self.sampler.info(), aug_params=aug_params, real_chunk=self.hot_path.real_chunk,
         )
         ctx._materialize = self.parameterization.materialize
         run_cfg = self.recipe.run
@@ -235,7 +244,7 @@ class Run:
         tf32 = run_cfg.precision == "tf32"
         with _Tf32(tf32), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=run_cfg.precision == "bf16"):
             for i, (name, weight, objective) in enumerate(self.objectives):
-                term = objective(ctx).float()
+                term = self._checked_term(i, objective(ctx)).float()
                 ctx.log(f"loss/{name}", term)
                 self._track_nonfinite(i, step, term)
                 total = weight * term if total is None else total + weight * term
@@ -256,6 +265,19 @@ class Run:
         first = self._first_nonfinite[index]
         newly = ~torch.isfinite(term.detach()).all() & (first < 0)
         self._first_nonfinite[index] = torch.where(newly, torch.full_like(first, step + 1), first)
+
+    def _checked_term(self, index: int, term: Any) -> torch.Tensor:
+        """A term's return value, or one line blaming ``objective[index]``, its component and distribution.
+
+        Metadata checks only (no host sync): a 0-d floating-point tensor on the run's device.
+        """
+        if isinstance(term, torch.Tensor) and term.dim() == 0 and term.is_floating_point() and \
+                term.device.type == self.device.type:
+            return term
+        got = (f"a {type(term).__name__}" if not isinstance(term, torch.Tensor) else
+               f"a tensor of shape {list(term.shape)}, dtype {str(term.dtype).replace('torch.', '')}, on {term.device}")
+        raise PluginError(f"{self.recipe.file + ': ' if self.recipe.file else ''}{_term_label(self, index)} returned "
+                          f"{got}; expected a 0-d floating-point tensor on {self.device} (a bug in the plugin)")
 
     def execute(self) -> Optional[dict[str, Any]]:
         """Run (or resume) the loop, evaluate, write artefacts; returns the final evaluation.
@@ -288,6 +310,7 @@ class Run:
                     f"--resume: run.iterations = {total_steps} is below the checkpoint's step {self.start_step} "
                     f"({self.out_dir / CHECKPOINT}); a run cannot go back: pass run.iterations >= {self.start_step}")
             self._trim_metrics(self.start_step)
+        self._t_start = time.perf_counter()
         self._write_manifest()
         hook = self.host.hook
         hook.ddcore_run_started(run=self, build=self.build_ctx, start_step=self.start_step)
@@ -416,6 +439,10 @@ class Run:
                 raise UserError(f"{path}: holds state for {len(state[key]) if isinstance(state[key], list) else '?'} "
                                 f"{key}, the recipe has {len(have)}")
 
+    def wall_s(self) -> float:
+        """Wall-clock seconds this run has taken so far (across resumes)."""
+        return self._wall_before + time.perf_counter() - self._t_start
+
     # -- evaluation -----------------------------------------------------------------------------------
     def budget_images(self) -> int:
         return max(1, round(self.parameterization.storage_floats() / self.build_ctx.info.floats_per_image))
@@ -426,17 +453,25 @@ class Run:
         if self.evaluator is None:
             raise UserError("eval: the recipe has no [eval] section")
         seed = derive_seed(self.recipe.seed, "eval")
+        t_eval = time.perf_counter()
         self.dist.merge(self)  # class-sharded: every rank gets the merged synthetic set
         with torch.no_grad():
             syn = self.build_ctx.expand(self.parameterization.materialize()).detach()
         result = {"step": step, "synset": self.dist.evaluate(self.evaluator, syn, seed=seed), "baselines": {}}
         budget = self.budget_images()
-        for kind in getattr(self.evaluator.config, "baselines", ()):
+        for kind in self.recipe.baselines:
             if kind not in self._baseline_results:
                 base = self.parameterization.baseline(kind, budget, self.build_ctx.generator("baseline", kind))
                 self._baseline_results[kind] = self.dist.evaluate(self.evaluator, base.detach(), seed=seed)
             result["baselines"][kind] = self._baseline_results[kind]
         result["budget_images"] = budget
+        paper = self.recipe.paper_value()
+        if paper is not None:
+            p = self.recipe.paper
+            result["paper"] = {"mean": paper.mean, "std": paper.std, "source": p.source, "table": p.table,
+                               "ipc": self.recipe.ipc}
+        result["eval_s"] = time.perf_counter() - t_eval
+        result["wall_s"] = self.wall_s()
         self.evaluations.append(result)
         self._write_eval()
         self.host.hook.ddcore_evaluated(run=self, step=step, results=result)
@@ -510,9 +545,10 @@ class Run:
         manifest = {
             "recipe": self.recipe.file,
             "name": self.recipe.name,
+            "command": _command_line(),
             "seed": self.recipe.seed,
             "device": str(self.device),
-            "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor() or platform.machine(),
+            "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else _cpu_name(),
             "torch": torch.__version__,
             "python": platform.python_version(),
             "plugins": [
@@ -587,7 +623,7 @@ class Run:
         save_grid(self.out_dir / "synset.png", syn, self.build_ctx.info)
 
     def _progress(self, total: int):
-        from ddcore.progress import ProgressBar
+        from ddcore._progress import ProgressBar
 
         return ProgressBar(total, self.start_step, enabled=self.show_progress, label=self.recipe.name or "distill")
 
@@ -669,6 +705,15 @@ def _available_memory(device: torch.device) -> Optional[int]:
         return None
 
 
+def _term_label(run: Run, index: int) -> str:
+    """``objective[2] 'dm' (plugin 'dm', distribution ddcore-dm 0.1.0)``: who to blame for a term's output."""
+    name = run.objectives[index][0]
+    entry = run.host.registry.get("objective", name)
+    version = run.host.distributions().get(entry.distribution, "")
+    return (f"objective[{index}] '{name}' (plugin '{entry.plugin}', distribution "
+            f"{entry.distribution}{' ' + version if version else ''})")
+
+
 def _apply_hot_path(ctx: StepContext, hot_path: HotPath) -> None:
     """``[run] channels_last`` / ``compile``: the step's networks and image batches as the switches say."""
     for net in ctx.nets:
@@ -735,6 +780,30 @@ def _recipe_identity(text: str) -> str:
     data = tomllib.loads(text)
     data.pop("run", None)
     return json.dumps(data, sort_keys=True)
+
+
+def _cpu_name() -> str:
+    """The CPU model and the intra-op threads torch uses, e.g. ``AMD EPYC 7B13, 2 threads``."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name}, {torch.get_num_threads()} threads"
+
+
+def _command_line() -> Optional[str]:
+    """The command that started this process, as typed (``ddcore run …``), for the run's record."""
+    import shlex
+    import sys
+
+    if not sys.argv or not sys.argv[0]:
+        return None
+    argv = ["ddcore" if Path(sys.argv[0]).name in ("ddcore", "__main__.py") else sys.argv[0], *sys.argv[1:]]
+    return shlex.join(argv)
 
 
 def _git_revision() -> Optional[str]:

@@ -9,6 +9,8 @@ Two families matter to users:
 
 from __future__ import annotations
 
+__all__ = ["DataError", "PluginError", "RecipeError", "UserError"]
+
 
 class UserError(Exception):
     """Bad input from the user: printed as one line, exit code 2.

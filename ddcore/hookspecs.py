@@ -6,8 +6,10 @@ implementation may accept any subset of a spec's parameters (pluggy's opt-in arg
 can be added to a spec without breaking plugins. All hooks are called with keyword arguments.
 
 Hooks are called at build time and at the engine's callback points, never per class inside the hot loop.
-The compatibility promise: within a major version of ddcore, specs only gain parameters; none is removed or
-renamed, and return contracts do not change.
+The compatibility promise (``docs/writing-plugins.md``, "Versioning"): within a ``0.x`` minor version (and, from
+1.0, within a major version) specs only gain parameters; none is removed or renamed and return contracts do not
+change. A spec or parameter that must go is first marked with :func:`deprecated` (pluggy's ``warn_on_impl``), so
+every plugin implementing it gets a :class:`PluginDeprecationWarning` for at least one minor version.
 """
 
 from __future__ import annotations
@@ -21,7 +23,37 @@ if TYPE_CHECKING:
     from ddcore.engine import Run
     from ddcore.registry import KindRegistry
 
+__all__ = [
+    "PluginDeprecationWarning", "deprecated", "hookspec", "ddcore_register_data_sources",
+    "ddcore_register_backbones", "ddcore_register_parameterizations", "ddcore_register_inits",
+    "ddcore_register_augmentations", "ddcore_register_samplers", "ddcore_register_objectives",
+    "ddcore_register_optimizers", "ddcore_register_evaluators", "ddcore_run_started", "ddcore_step_end",
+    "ddcore_metrics", "ddcore_evaluated", "ddcore_run_finished"
+]
+
 hookspec = pluggy.HookspecMarker("ddcore")
+
+
+class PluginDeprecationWarning(FutureWarning):
+    """A plugin implements a hook (or a hook parameter) that a later minor version of ddcore removes.
+
+    A ``FutureWarning``, so Python shows it by default: the plugin's users see it, not only its test suite.
+    """
+
+
+def deprecated(reason: str, *, removal: str, args: Optional[dict[str, str]] = None):
+    """Mark a hook spec deprecated: every plugin implementing it is warned once, at registration.
+
+    ``args`` maps deprecated *parameter* names to their reason instead (the hook stays). This is the first step of
+    the policy in ``docs/writing-plugins.md``: warn for at least one minor version, remove in ``removal``.
+    """
+    if args:
+        return hookspec(warn_on_impl_args={
+            name: PluginDeprecationWarning(f"hook parameter '{name}' is deprecated and goes in ddcore {removal}: "
+                                           f"{why}") for name, why in args.items()})
+    return hookspec(warn_on_impl=PluginDeprecationWarning(f"this hook is deprecated and goes in ddcore {removal}: "
+                                                          f"{reason}"))
+
 
 # ---------------------------------------------------------------------------------------------------
 # Registration hooks: called once, when the plugin host is created, for every registered plugin.

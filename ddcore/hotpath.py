@@ -27,6 +27,8 @@ from ddcore.components import BackboneOutput
 if TYPE_CHECKING:
     from ddcore.recipe import RunConfig
 
+__all__ = ["can_compile", "compile_backbone", "CPU_REAL_CHUNK", "HotPath", "is_compiled", "wants_compile"]
+
 #: ``[run] real_chunk = -1`` on a CPU: most real images per no-grad forward pass.
 CPU_REAL_CHUNK = 256
 

@@ -10,6 +10,8 @@ from typing import Optional
 import attrs
 import torch
 
+__all__ = ["DatasetInfo", "RealBatch", "SynBatch"]
+
 
 @attrs.define(frozen=True)
 class DatasetInfo:

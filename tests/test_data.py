@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from ddcore.builtin.data import ddcore_register_data_sources
-from ddcore.data.common import channel_stats, select_indices
+from ddcore.data.transforms import channel_stats, select_indices
 from ddcore.data.constants import KNOWN_STATS
 from ddcore.data.digits import DigitsConfig, DigitsSource
 from ddcore.data.imagefolder import ImageFolderConfig, ImageFolderSource

@@ -20,7 +20,7 @@ import torch
 import tomli_w
 from safetensors.torch import load_file
 
-from ddcore.distributed import Distributed, choose_mode, class_blocks
+from ddcore.distributed import Distributed, choose_mode, class_shards
 from ddcore.errors import RecipeError
 from ddcore.testing import run_recipe, tiny_recipe
 
@@ -46,8 +46,8 @@ def free_port() -> int:
 
 
 def test_class_blocks_cover_every_class_once():
-    assert class_blocks(10, 3) == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
-    assert sorted(c for b in class_blocks(100, 8) for c in b) == list(range(100))
+    assert class_shards(10, 3) == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    assert sorted(c for b in class_shards(100, 8) for c in b) == list(range(100))
 
 
 def test_mode_follows_coupling():

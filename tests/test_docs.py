@@ -7,7 +7,8 @@ from pathlib import Path
 import attrs
 import pytest
 
-from ddcore import docs, hookspecs
+from ddcore import _docs as docs
+from ddcore import hookspecs
 from ddcore.config import ComponentRef, option
 from ddcore.cli import main
 from ddcore.plugins import PluginHost

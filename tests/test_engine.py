@@ -102,16 +102,19 @@ def test_existing_run_is_not_overwritten(tmp_path, capsys):
 def test_cli_eval_reevaluates_a_saved_run(tmp_path, capsys):
     res = run_recipe(tiny_recipe(), tmp_path)
     assert main(["eval", str(res.out_dir), "--set", "eval.num_models=2", "--device", "cpu"]) == 0
-    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    printed = capsys.readouterr().out
+    assert "step -1" not in printed and "eval @ step 4:" in printed  # the saved set is the last step's
+    out = json.loads(printed.strip().splitlines()[-1])
     assert out["synset"]["num_models"] == 2
     records = json.loads((res.out_dir / "eval.json").read_text())
-    assert len(records) == 2 and records[-1]["overrides"] == ["eval.num_models=2"]
+    assert len(records) == 2 and records[-1]["overrides"] == ["eval.num_models=2"] and records[-1]["reevaluated"]
+    assert records[-1]["step"] == records[0]["step"] == 4
     # The re-evaluated set is the saved one: same images, so 1-model accuracy of model 0 matches.
     first = records[0]["synset"]["per_model"]["ConvNet"]["values"][0]
     assert records[-1]["synset"]["per_model"]["ConvNet"]["values"][0] == pytest.approx(first)
 
 
-def test_plugin_objective_and_init_from_entry_point(tmp_path):
+def test_plugin_objective_and_init_from_entry_point(tmp_path, testplugin):
     r = no_eval(objective=[{"name": "testplugin_pixel_norm", "target": 0.5}],
                 synset={"name": "pixels", "ipc": 1, "init": "testplugin_zeros"},
                 plugins=["ddcore-testplugin"], optimizer={"name": "sgd", "lr": 320.0, "momentum": 0.0})

@@ -18,7 +18,7 @@ from ddcore.config import ComponentRef
 from ddcore.context import BuildContext
 from ddcore.data.store import ClassIndexedData
 from ddcore.errors import RecipeError
-from ddcore.evaluation.concurrent import run_concurrently, split_threads
+from ddcore.evaluation._concurrent import run_concurrently, split_threads
 from ddcore.evaluation.ensemble import can_vectorize, ensemble_accuracy, train_ensemble
 from ddcore.evaluation.train import (
     balanced_subset_indices,

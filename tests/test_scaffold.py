@@ -1,4 +1,5 @@
-"""`ddcore new-plugin`: the scaffold installs, is discovered, passes its own generated test; the guide quotes it."""
+"""`ddcore new-plugin`: the scaffold of every kind installs, is discovered, passes its own generated tests; the guide
+quotes the objective and evaluator packages."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from ddcore._scaffold import KINDS, render_files
 from ddcore.cli import main
-from ddcore.scaffold import render_files
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "writing-plugins.md"
@@ -32,7 +35,7 @@ def test_scaffold_installs_is_discovered_and_passes_its_own_test(tmp_path):
         assert "scaffold_probe  [ddcore-scaffold-probe 0.1.0]  objective:scaffold_probe" in res.stdout
         res = _run("-m", "pytest", "-q", "-p", "no:cacheprovider", "tests", cwd=pkg)
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
-        assert "3 passed" in res.stdout
+        assert "4 passed" in res.stdout  # the kit's public-api and smoke items, the run, the recipe error
     finally:
         _run("-m", "pip", "uninstall", "-q", "-y", "ddcore-scaffold-probe", cwd=tmp_path)
     assert "scaffold_probe" not in _run("-m", "ddcore", "plugins", cwd=tmp_path).stdout
@@ -52,3 +55,31 @@ def test_guide_quotes_the_scaffold_verbatim():
         if path.endswith("README.md"):
             continue
         assert text in guide, f"docs/writing-plugins.md no longer shows the scaffold's {path}: update the guide"
+    evaluator = render_files("centroid", "evaluator")["src/ddcore_centroid/plugin.py"]
+    assert evaluator in guide, "docs/writing-plugins.md no longer shows the evaluator scaffold: update the guide"
+
+
+def test_scaffold_of_every_kind_passes_its_generated_tests(tmp_path):
+    # every kind at once, made discoverable without installing (as tests/fixtures are), in one pytest process;
+    # bench/bench_scaffold.py times each kind's tests on their own
+    from ddcore.testing import local_install
+
+    paths, dirs = [], []
+    for kind in KINDS:
+        assert main(["new-plugin", f"probe_{kind}", "--kind", kind, "--dir", str(tmp_path)]) == 0
+        pkg = tmp_path / f"ddcore-probe-{kind}"
+        with local_install(pkg, tmp_path / "site"):
+            pass  # writes the entry points; the subprocess finds them through PYTHONPATH
+        paths.append(str(pkg / "src"))
+        dirs.append(str(pkg / "tests"))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), *paths])}
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *dirs], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    assert f"{4 * len(KINDS)} passed" in res.stdout, res.stdout[-2000:]
+
+
+def test_unknown_kind_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["new-plugin", "x", "--kind", "loss", "--dir", str(tmp_path)])
+    assert info.value.code == 2 and "invalid choice: 'loss'" in capsys.readouterr().err

@@ -43,8 +43,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddcore.components import Augmentation
+from ddcore.components import SiameseAugmentation
 from ddcore.config import OptionValueError, non_negative, option
+
+__all__ = [
+    "affine", "apply", "brightness", "color", "contrast", "crop", "crop_shifts", "cutout", "cutout_centers",
+    "cutout_size", "Dispatch", "DSA", "DSAConfig", "DSAModule", "DSAParams", "FAMILIES", "flip", "MODES",
+    "NONE_STRATEGIES", "parse_strategy", "random", "rotate", "sample_params", "saturation", "scale"
+]
 
 #: The strategy tokens, in the order of the official ``AUGMENT_FNS``.
 FAMILIES: tuple[str, ...] = ("color", "crop", "cutout", "flip", "scale", "rotate")
@@ -481,12 +487,10 @@ class DSAModule(nn.Module):
         return f"strategy={'_'.join(self.families) or 'none'}, mode={self.config.mode}"
 
 
-class DSA(Augmentation):
+class DSA(SiameseAugmentation):
     """Differentiable Siamese Augmentation (DSA): per class and step one family (color, crop, cutout, flip,
     scale, rotate) with one parameter set, replayed on the real and the synthetic batch; evaluation networks
     get one family per batch with per-image magnitudes. Defaults follow the official ``ParamDiffAug``."""
-
-    kind = "siamese"
 
     def __init__(self, config: DSAConfig, build: Any = None):
         super().__init__(config, build)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ddcore
 from ddcore.augment.dsa import DSA, DSAConfig
 
+__all__ = []
+
 
 @ddcore.hookimpl
 def ddcore_register_augmentations(registry):

@@ -15,6 +15,8 @@ from ddcore.models.presets import preset_config
 from ddcore.models.resnet import ResNetConfig, build_resnet
 from ddcore.models.vgg import VGGConfig, build_vgg
 
+__all__ = ["BACKBONES", "CONVNET_PRESETS", "OTHER_PRESETS"]
+
 #: ConvNet presets: name -> (config defaults, one-line description).
 CONVNET_PRESETS: dict[str, tuple[dict, str]] = {
     "ConvNet": ({}, "DC ConvNet-3: width 128, instance norm (GroupNorm(C, C)), ReLU, average pooling."),

@@ -32,11 +32,13 @@ import ddcore
 from ddcore.components import Evaluator
 from ddcore.config import non_negative, option, positive
 from ddcore.errors import RecipeError, UserError
-from ddcore.evaluation.concurrent import run_concurrently, split_threads
+from ddcore.evaluation._concurrent import run_concurrently, split_threads
 from ddcore.evaluation.ensemble import can_vectorize, ensemble_accuracy, train_ensemble
 from ddcore.evaluation.train import LOSSES, evaluate_accuracy, train_classifier
 from ddcore.hotpath import HotPath, wants_compile
 from ddcore.types import SynBatch
+
+__all__ = ["TrainFromScratch", "TrainFromScratchConfig"]
 
 
 @attrs.define(frozen=True, kw_only=True)
@@ -56,6 +58,12 @@ class TrainFromScratchConfig:
     batch_size: int = option(256, "Training batch size (batch_train).", validator=positive)
     augment: bool = option(True, "Augment every training batch with the run's siamese augmentations in "
                                  "random mode (DSA at train time).")
+    augment_strategy: str = option(
+        "", "What augments the training batches when augment is true: '' = the run's siamese augmentations in "
+            "random mode (DSA at train time); or a DC strategy, '_'-joined from crop, scale, rotate, noise (e.g. "
+            "'crop_scale_rotate', DC's evaluation augmentation on MNIST; 'crop_noise' for BN ConvNets), applied "
+            "with DC's magnitudes (crop 4 px, scale 0.2, rotate 45 degrees, noise 0.001); see ddcore.augment.dc.",
+        validator=lambda i, a, v: _check_strategy(a, v))
     loss: str = option("auto", "Training loss: auto = ce for hard labels, soft_ce for [N, K] soft labels.",
                        choices=("auto",) + LOSSES)
     test_limit: int = option(0, "Test images used: 0 = the whole test split, else a deterministic "
@@ -77,10 +85,17 @@ class TrainFromScratchConfig:
     max_parallel: int = option(0, "Most networks trained at once: per vectorised ensemble, or concurrent "
                                   "threads (0 = all num_models; threads: at most the intra-op thread count).",
                                validator=non_negative)
-    baselines: list[str] = option(
-        attrs.NOTHING, "Same-budget baselines the engine also evaluates (random, herding, ...).",
-        factory=lambda: ["random"],
-    )
+
+
+def _check_strategy(attribute, value: str) -> None:
+    from ddcore.augment.dc import parse_strategy
+    from ddcore.config import OptionValueError
+
+    if value:
+        try:
+            parse_strategy(value)
+        except ValueError as exc:
+            raise OptionValueError(attribute.name, str(exc)) from None
 
 
 class TrainFromScratch(Evaluator):
@@ -118,7 +133,14 @@ class TrainFromScratch(Evaluator):
         return labels, self.config.loss
 
     def _augment(self, generator: torch.Generator):
-        if not (self.config.augment and self.build.siamese_augmentations):
+        if not self.config.augment:
+            return None
+        if self.config.augment_strategy:
+            from ddcore.augment.dc import DCAugment
+
+            dc = DCAugment(self.config.augment_strategy)
+            return lambda x: dc(x, generator)
+        if not self.build.siamese_augmentations:
             return None
         build = self.build
         return lambda x: build.augment_random(x, generator)
@@ -191,27 +213,8 @@ class TrainFromScratch(Evaluator):
         return {"metric": "accuracy", "mean": float(np.mean(every)), "std": float(np.std(every)),
                 "num_models": len(every), "per_model": per_model}
 
-    # -- Evaluator API ------------------------------------------------------------------------------
-    def evaluate(self, synset: SynBatch, *, seed: int) -> dict[str, Any]:
-        """Train ``num_models`` nets per architecture on ``synset`` and test them; accuracies in percent."""
-        synset = synset.detach().to(self.build.device)
-        labels, loss = self._loss_for(synset)
-        images = synset.images
-        per_model: dict[str, dict[str, Any]] = {}
-        every: list[float] = []
-        for arch in self.config.models:
-            values = self._train_and_test(arch, images, labels, loss, seed)
-            per_model[arch] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "values": values}
-            every.extend(values)
-        return {
-            "metric": "accuracy",
-            "mean": float(np.mean(every)),
-            "std": float(np.std(every)),
-            "num_models": len(every),
-            "per_model": per_model,
-        }
-
 
 @ddcore.hookimpl
 def ddcore_register_evaluators(registry):
-    registry.add("train_from_scratch", TrainFromScratch, config=TrainFromScratchConfig)
+    registry.add("train_from_scratch", TrainFromScratch, config=TrainFromScratchConfig,
+                 smoke={"options": {"num_models": 1, "epochs": 1, "batch_size": 8, "test_batch_size": 64}})

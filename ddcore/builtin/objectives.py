@@ -13,19 +13,15 @@ import torch
 import ddcore
 from ddcore.components import Objective
 from ddcore.config import option
+from ddcore.perclass import class_means
+
+__all__ = ["MomentMatching", "MomentMatchingConfig"]
 
 
 @attrs.define(frozen=True, kw_only=True)
 class MomentMatchingConfig:
     moments: int = option(2, "1: match class means; 2: means and per-dimension standard deviations.", choices=(1, 2))
     features: str = option("embedding", "Which output to match.", choices=("embedding", "logits"))
-
-
-def class_means(x: torch.Tensor, groups: torch.Tensor, num_groups: int) -> torch.Tensor:
-    """Per-group mean of the rows of ``x`` (``[num_groups, D]``); empty groups give zeros."""
-    sums = torch.zeros(num_groups, x.shape[1], device=x.device, dtype=x.dtype).index_add_(0, groups, x)
-    counts = torch.bincount(groups, minlength=num_groups).clamp_min(1).to(x.dtype)
-    return sums / counts[:, None]
 
 
 class MomentMatching(Objective):
@@ -37,12 +33,12 @@ class MomentMatching(Objective):
         c = ctx.num_classes
         real = getattr(ctx.outputs(which="real"), self.config.features).flatten(1)
         syn = getattr(ctx.outputs(which="syn"), self.config.features).flatten(1)
-        mr = class_means(real, ctx.real.groups, c)
-        ms = class_means(syn, ctx.syn.groups, c)
+        mr = class_means(real, ctx.real.groups, c)[0]
+        ms = class_means(syn, ctx.syn.groups, c)[0]
         loss = ((mr - ms) ** 2).sum()
         if self.config.moments == 2:
-            vr = class_means(real**2, ctx.real.groups, c) - mr**2
-            vs = class_means(syn**2, ctx.syn.groups, c) - ms**2
+            vr = class_means(real**2, ctx.real.groups, c)[0] - mr**2
+            vs = class_means(syn**2, ctx.syn.groups, c)[0] - ms**2
             loss = loss + ((vr.clamp_min(1e-8).sqrt() - vs.clamp_min(1e-8).sqrt()) ** 2).sum()
         return loss
 

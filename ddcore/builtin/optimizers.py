@@ -11,6 +11,8 @@ import ddcore
 from ddcore.components import SynOptimizer
 from ddcore.config import non_negative, option, positive
 
+__all__ = ["Adam", "AdamW", "OptimizerConfig", "schedule_factor", "SGD", "TorchOptimizer"]
+
 
 @attrs.define(frozen=True, kw_only=True)
 class OptimizerConfig:

@@ -8,6 +8,8 @@ import ddcore
 from ddcore.components import Sampler
 from ddcore.config import option, positive
 
+__all__ = ["RandomInit", "RandomInitConfig"]
+
 
 @attrs.define(frozen=True, kw_only=True)
 class RandomInitConfig:

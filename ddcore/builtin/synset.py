@@ -11,6 +11,8 @@ from ddcore.components import Init, Parameterization
 from ddcore.config import ComponentRef, NoConfig, option, positive
 from ddcore.types import SynBatch
 
+__all__ = ["NoiseInit", "Pixels", "PixelsConfig", "RealInit"]
+
 
 @attrs.define(frozen=True, kw_only=True)
 class PixelsConfig:
@@ -63,7 +65,7 @@ class NoiseInit(Init):
 
 @ddcore.hookimpl
 def ddcore_register_parameterizations(registry):
-    registry.add("pixels", Pixels, config=PixelsConfig)
+    registry.add("pixels", Pixels, config=PixelsConfig, smoke={"options": {"ipc": 2}})
 
 
 @ddcore.hookimpl

@@ -1,9 +1,14 @@
-"""Datasets: built-in data sources and the on-device class-indexed store.
+"""Datasets: built-in data sources, the on-device class-indexed store, and what a new source reuses (public).
 
 * :mod:`ddcore.data.store` — :class:`~ddcore.data.store.ClassIndexedData`, one split on the device with
   vectorised per-class / uniform batch sampling;
-* :mod:`ddcore.data.common` — options shared by every built-in source and their post-processing;
+* :mod:`ddcore.data.source` — :class:`~ddcore.data.source.ProcessedSource` and the options every built-in
+  source shares (``classes``, ``*_per_class``, ``channels``, ``resize``, ``mean``/``std``), plus dataset path
+  lookup (``$DDCORE_DATA``, the recipe's folder);
+* :mod:`ddcore.data.transforms` — the uint8 pixel transforms those options imply;
 * sources: :mod:`~ddcore.data.npz` (``$DDCORE_DATA`` folders), :mod:`~ddcore.data.digits` (scikit-learn, offline),
   :mod:`~ddcore.data.torchvision_source`, :mod:`~ddcore.data.imagefolder`;
 * :mod:`ddcore.data.constants` — standard normalisation constants.
 """
+
+__all__: list[str] = []

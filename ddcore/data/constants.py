@@ -3,12 +3,14 @@
 CIFAR-10/100 and TinyImageNet are the values of the official DC/DSA/DM code (VICO-UoE/DatasetCondensation
 ``utils.get_dataset``; see shared/research/official_code_facts.md §0.3), so results stay comparable with the
 published numbers. MNIST, FashionMNIST and SVHN are the usual torchvision-community values. Datasets not listed
-here get constants computed from their training split (:func:`ddcore.data.common.channel_stats`).
+here get constants computed from their training split (:func:`ddcore.data.transforms.channel_stats`).
 """
 
 from __future__ import annotations
 
 from typing import Optional
+
+__all__ = ["FOLDER_ALIASES", "KNOWN_STATS", "Stats", "stats_for_folder"]
 
 Stats = tuple[tuple[float, ...], tuple[float, ...]]
 

@@ -15,7 +15,9 @@ import attrs
 import numpy as np
 
 from ddcore.config import OptionValueError, option
-from ddcore.data.common import CommonDataConfig, NativeLayout, ProcessedSource, Split
+from ddcore.data.source import CommonDataConfig, NativeLayout, ProcessedSource, Split
+
+__all__ = ["DigitsConfig", "DigitsSource"]
 
 
 def _fraction(instance: Any, attribute: attrs.Attribute, value: float) -> None:

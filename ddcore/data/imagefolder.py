@@ -23,17 +23,13 @@ import numpy as np
 from PIL import Image
 
 from ddcore.config import option
-from ddcore.data.common import (
-    CommonDataConfig,
-    NativeLayout,
-    ProcessedSource,
-    Split,
-    decode_cached,
-    resolve_existing,
-)
+from ddcore.data._cache import decode_cached
+from ddcore.data.source import CommonDataConfig, NativeLayout, ProcessedSource, Split, resolve_existing
 from ddcore.data.constants import stats_for_folder
 from ddcore.data.npz import image_mode
 from ddcore.errors import DataError
+
+__all__ = ["IMAGE_SUFFIXES", "ImageFolderConfig", "ImageFolderSource"]
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 

@@ -27,17 +27,14 @@ import numpy as np
 from PIL import Image
 
 from ddcore.config import option
-from ddcore.data.common import (
-    CommonDataConfig,
-    NativeLayout,
-    ProcessedSource,
-    Split,
-    decode_cached,
-    file_fingerprint,
-    resolve_existing,
-)
+from ddcore.data._cache import decode_cached, file_fingerprint
+from ddcore.data.source import CommonDataConfig, NativeLayout, ProcessedSource, Split, resolve_existing
 from ddcore.data.constants import stats_for_folder
 from ddcore.errors import DataError
+
+__all__ = [
+    "decode_blobs", "image_mode", "npy_header_shape", "npy_prefix_bytes", "NpzConfig", "NpzSource", "split_files"
+]
 
 
 @attrs.define(frozen=True, kw_only=True)

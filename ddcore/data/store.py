@@ -20,6 +20,8 @@ import torch
 from ddcore.errors import DataError
 from ddcore.types import DatasetInfo, RealBatch
 
+__all__ = ["ClassIndexedData"]
+
 
 class ClassIndexedData:
     """One split of a dataset on a device, indexed by class.

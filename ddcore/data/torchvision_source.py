@@ -12,9 +12,12 @@ import attrs
 import numpy as np
 
 from ddcore.config import option
-from ddcore.data.common import CommonDataConfig, NativeLayout, ProcessedSource, Split, cache_root, path_candidates
+from ddcore.data.source import CommonDataConfig, NativeLayout, ProcessedSource, Split, path_candidates
+from ddcore.files import cache_root
 from ddcore.data.constants import KNOWN_STATS
 from ddcore.errors import DataError
+
+__all__ = ["TORCHVISION_DATASETS", "TorchvisionConfig", "TorchvisionSource"]
 
 #: dataset -> (channels, height, width, num_classes, static class names or None)
 TORCHVISION_DATASETS: dict[str, tuple[int, int, int, int, Optional[tuple[str, ...]]]] = {

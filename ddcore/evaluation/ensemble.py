@@ -30,6 +30,8 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from ddcore.evaluation.train import classification_loss, epoch_learning_rates, iter_test_batches
 
+__all__ = ["can_vectorize", "Ensemble", "ensemble_accuracy", "has_running_stats", "train_ensemble"]
+
 
 def has_running_stats(net: nn.Module) -> bool:
     """True when ``net`` keeps running statistics (the backbone flag, or any tracking BatchNorm inside)."""

@@ -15,13 +15,17 @@ No host synchronisation happens per step: losses and correct counts stay on the 
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Literal, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-LossKind = Literal["ce", "mse", "soft_ce"]
+__all__ = [
+    "balanced_subset_indices", "classification_loss", "epoch_learning_rates", "evaluate_accuracy",
+    "iter_test_batches", "LOSSES", "train_classifier"
+]
+
 LOSSES: tuple[str, ...] = ("ce", "mse", "soft_ce")
 
 

@@ -18,6 +18,8 @@ from ddcore.config import option
 from ddcore.models.layers import can_pool, conv_out
 from ddcore.types import DatasetInfo
 
+__all__ = ["AlexNet", "ALEXNET_NORMS", "AlexNetConfig", "build_alexnet"]
+
 ALEXNET_NORMS = ("none", "batchnorm")
 
 

@@ -29,6 +29,8 @@ from ddcore.models.layers import (
 )
 from ddcore.types import DatasetInfo
 
+__all__ = ["build_convnet", "ConvNet", "ConvNetConfig"]
+
 
 @attrs.define(frozen=True, kw_only=True)
 class ConvNetConfig:

@@ -8,6 +8,11 @@ The choices and their layer definitions follow the DC-family ``networks.py`` (VI
 import torch
 from torch import nn
 
+__all__ = [
+    "ACTIVATIONS", "can_pool", "conv_out", "fit_padding", "make_activation", "make_norm", "make_pool", "NORMS",
+    "POOLINGS", "Swish"
+]
+
 #: Normalisation layers a ConvNet accepts (DC names).
 NORMS = ("instancenorm", "batchnorm", "layernorm", "groupnorm", "none")
 #: Activations a ConvNet accepts (DC names).

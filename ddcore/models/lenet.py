@@ -19,6 +19,8 @@ from ddcore.config import NoConfig
 from ddcore.models.layers import can_pool, conv_out, fit_padding
 from ddcore.types import DatasetInfo
 
+__all__ = ["build_lenet", "LeNet"]
+
 
 class LeNet(Backbone):
     """DC LeNet-5 (ReLU, max-pool) with a three-layer fully-connected head."""

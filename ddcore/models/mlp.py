@@ -16,6 +16,8 @@ from ddcore.components import Backbone, BackboneOutput
 from ddcore.config import option, positive
 from ddcore.types import DatasetInfo
 
+__all__ = ["build_mlp", "MLP", "MLPConfig"]
+
 
 @attrs.define(frozen=True, kw_only=True)
 class MLPConfig:

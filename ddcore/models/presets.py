@@ -10,6 +10,8 @@ from typing import Any
 
 import attrs
 
+__all__ = ["preset_config"]
+
 
 def preset_config(base: type, name: str, doc: str = "", *, module: str = "", **defaults: Any) -> type:
     """A frozen, kw-only attrs subclass of ``base`` named ``name`` whose field defaults are ``defaults``.

@@ -26,6 +26,8 @@ from ddcore.config import option
 from ddcore.models.layers import conv_out
 from ddcore.types import DatasetInfo
 
+__all__ = ["BasicBlock", "BLOCKS", "build_resnet", "ResNet", "RESNET_NORMS", "ResNetConfig"]
+
 RESNET_NORMS = ("instancenorm", "batchnorm")
 #: Residual blocks per stage, by depth.
 BLOCKS = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}

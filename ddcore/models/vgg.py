@@ -18,6 +18,8 @@ from ddcore.config import option
 from ddcore.models.layers import can_pool, conv_out
 from ddcore.types import DatasetInfo
 
+__all__ = ["build_vgg", "VGG", "VGG_NORMS", "VGG_PLANS", "VGGConfig"]
+
 #: Layer plans: channel counts, ``"M"`` = max-pool.
 VGG_PLANS: dict[str, tuple] = {
     "VGG11": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),

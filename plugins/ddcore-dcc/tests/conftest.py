@@ -1,6 +1,7 @@
-"""Fixtures for ddcore-dcc tests: tiny backbones (linear, GroupNorm/BatchNorm ConvNet) and a stub step context.
+"""Fixtures for ddcore-dcc tests: the paper's linear model, and the kit's helpers as one namespace.
 
-Tests run with ``--import-mode=importlib`` (no sys.path tricks), so helpers are handed out as fixtures.
+The tiny ConvNet (``tiny_net``) and the stub contexts come from ddcore's testing kit (its pytest plugin). Tests
+run with ``--import-mode=importlib`` (no sys.path tricks), so helpers are handed out as fixtures.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import torch
 from torch import nn
 
 from ddcore.components import Backbone, BackboneOutput
-from ddcore.context import derive_seed
 from ddcore.testing import StubBuild, TinyConvNet
 from ddcore.testing import make_step_context as make_ctx
 
@@ -27,15 +27,6 @@ class LinearNet(Backbone):
     def forward_all(self, x):
         emb = x.flatten(1)
         return BackboneOutput(embedding=emb, feature_map=emb[:, :, None, None], logits=emb @ self.weight.T)
-
-
-@pytest.fixture
-def tiny_net():
-    def make(num_classes=3, seed=0, norm="instance"):
-        torch.manual_seed(seed)
-        return TinyConvNet(width=6, num_classes=num_classes, norm=norm)
-
-    return make
 
 
 @pytest.fixture

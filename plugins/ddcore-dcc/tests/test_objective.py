@@ -29,7 +29,7 @@ def _loss(dcc, matching, distance, s_pos, s_neg):
     """The gradient_match term on the linear model at W = 0, synthetic set {(s_pos, +1), (s_neg, -1)}."""
     real, _, _ = _real()
     syn = SynBatch(images=torch.stack([s_pos, s_neg]).requires_grad_(True), labels=torch.arange(2))
-    ctx = dcc.make_ctx(dcc.StubBuild(2), real, syn, [dcc.LinearNet()], info={"outer": 0, "inner": 0})
+    ctx = dcc.make_ctx(dcc.StubBuild(2), real, syn, [dcc.LinearNet()], sampler_info={"outer": 0, "inner": 0})
     term = GradientMatch(GradientMatchConfig(matching=matching, distance=distance, warmup_outer=0), dcc.StubBuild(2))
     return term(ctx), syn.images
 
@@ -127,7 +127,7 @@ def test_gradients_reach_the_synthetic_images_and_the_term_is_logged(dcc, tiny_n
     syn = SynBatch(images=images, labels=torch.arange(3).repeat_interleave(2))
     net = tiny_net()
     before = [p.detach().clone() for p in net.parameters()]
-    ctx = dcc.make_ctx(dcc.StubBuild(3), real, syn, [net], info={"outer": 0, "inner": 0})
+    ctx = dcc.make_ctx(dcc.StubBuild(3), real, syn, [net], sampler_info={"outer": 0, "inner": 0})
     term = GradientMatch(GradientMatchConfig(matching=matching, distance=distance, warmup_outer=0), dcc.StubBuild(3))
     loss = term(ctx)
     assert loss.dim() == 0 and torch.isfinite(loss)

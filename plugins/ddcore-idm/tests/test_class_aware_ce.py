@@ -20,18 +20,18 @@ def _syn():
 def test_matches_the_per_class_loop_times_accuracy_percent(tiny_net, stub_build, step_ctx):
     net, syn = tiny_net(), _syn()
     acc = torch.tensor(37.5)
-    ctx = step_ctx(stub_build(3), None, syn, [net], info={"net_accuracy": [acc]})
+    ctx = step_ctx(stub_build(3), None, syn, [net], sampler_info={"net_accuracy": [acc]})
     loss = ClassAwareCE(ClassAwareCEConfig(), None)(ctx)
     ref = sum(F.cross_entropy(net(syn.images[2 * c:2 * c + 2]), syn.labels[2 * c:2 * c + 2]) for c in range(3))
     torch.testing.assert_close(loss, ref * 37.5)
     frac = ClassAwareCE(ClassAwareCEConfig(accuracy_scale="fraction"), None)(
-        step_ctx(stub_build(3), None, syn, [net], info={"net_accuracy": [acc]}))
+        step_ctx(stub_build(3), None, syn, [net], sampler_info={"net_accuracy": [acc]}))
     torch.testing.assert_close(frac, ref * 0.375)
 
 
 def test_untrained_net_contributes_nothing(tiny_net, stub_build, step_ctx):
     net, syn = tiny_net(), _syn()
-    ctx = step_ctx(stub_build(3), None, syn, [net], info={"net_accuracy": [torch.tensor(0.0)]})
+    ctx = step_ctx(stub_build(3), None, syn, [net], sampler_info={"net_accuracy": [torch.tensor(0.0)]})
     assert ClassAwareCE(ClassAwareCEConfig(), None)(ctx) == 0
 
 

@@ -101,7 +101,7 @@ def test_gradients_reach_images_and_targets(krr_build):
     syn = param.materialize()
     real = build.train.sample_uniform(16, build.generator("real", 0))
     ctx = StepContext(step=0, build=build, real=real, real_raw=real, syn=syn, syn_raw=syn, nets=pool.nets(0),
-                      info=pool.info(), aug_params=[])
+                      sampler_info=pool.info(), aug_params=[])
     loss = objective(ctx)
     assert loss.ndim == 0 and torch.isfinite(loss)
     loss.backward()

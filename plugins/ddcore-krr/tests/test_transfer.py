@@ -10,6 +10,7 @@ from ddcore.config import ComponentRef
 from ddcore.errors import UserError
 from ddcore.types import SynBatch
 
+from ddcore_krr.teacher import current_teacher
 from ddcore_krr.transfer import SSLTransfer, SSLTransferConfig, TransferTarget, batch_schedule
 
 
@@ -52,7 +53,7 @@ def test_evaluator_refuses_sets_without_targets(krr_build):
 
 def test_baselines_keep_the_pair_budget_and_use_teacher_targets(krr_build):
     build, param, _, _ = krr_build
-    teacher = build.shared["ddcore_krr.teacher"]
+    teacher = current_teacher(build)
     budget = round(param.storage_floats() / build.info.floats_per_image)
     for kind in ("random", "kmeans"):
         base = param.baseline(kind, budget, build.generator("baseline", kind))

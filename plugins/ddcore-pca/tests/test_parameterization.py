@@ -8,7 +8,7 @@ import torch
 from ddcore.errors import RecipeError
 from ddcore.testing import make_build_context, tiny_dataset
 from ddcore_krr.networks import CifarResNet18
-from ddcore_krr.teacher import TEACHER_KEY, Teacher
+from ddcore_krr.teacher import Teacher, use_teacher
 from ddcore_pca import pca as pca_ops
 from ddcore_pca.parameterization import PCAConfig, PCAParameterization
 
@@ -18,7 +18,7 @@ def make_build(num_classes=3, per_class=12, size=8, teacher_width=2):
     build = make_build_context(data=data)
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        build.shared[TEACHER_KEY] = Teacher(CifarResNet18(base_width=teacher_width), key="tiny")
+        use_teacher(build, Teacher(CifarResNet18(base_width=teacher_width), key="tiny"))
     return build
 
 
@@ -38,8 +38,6 @@ def test_ssl_set_shapes_storage_and_init_projection():
     torch.testing.assert_close(param.coef_x.detach(), small @ basis.T)
     feats = param.teacher(param._init_images)
     torch.testing.assert_close(param.coef_y.detach(), feats @ param.basis_y.detach().T)
-    # the model pool of ddcore-krr finds this set
-    assert build.shared["ddcore_krr.parameterization"] is param
 
 
 def test_gradients_reach_bases_and_coefficients():

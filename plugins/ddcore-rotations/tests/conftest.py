@@ -1,12 +1,8 @@
-"""Test setup of this plugin: tiny tensors run faster on one thread (and do not fight other test processes)."""
+"""Test setup of this plugin: tiny tensors run faster on one thread (the kit's ``one_thread`` fixture, for every test)."""
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
     yield
-    torch.set_num_threads(before)

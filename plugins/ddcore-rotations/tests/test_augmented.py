@@ -8,7 +8,7 @@ import torch
 from ddcore.errors import RecipeError
 from ddcore.testing import make_build_context, tiny_dataset
 from ddcore_krr.networks import CifarResNet18
-from ddcore_krr.teacher import TEACHER_KEY, Teacher
+from ddcore_krr.teacher import Teacher, use_teacher
 from ddcore_pca.storage import approximation_floats
 from ddcore_rotations.augmented import PCAAugmented, PCAAugmentedConfig
 
@@ -17,7 +17,7 @@ def make_build(per_class=12, size=8):
     build = make_build_context(data=tiny_dataset(num_classes=3, per_class=per_class, shape=(3, size, size)))
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        build.shared[TEACHER_KEY] = Teacher(CifarResNet18(base_width=2), key="tiny")
+        use_teacher(build, Teacher(CifarResNet18(base_width=2), key="tiny"))
     return build
 
 

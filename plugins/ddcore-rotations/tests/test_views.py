@@ -73,7 +73,7 @@ def test_expand_names_and_errors():
     assert expand_names(["rotation"]) == ("rot90", "rot180", "rot270")
     assert len(expand_names(["crop", "jigsaw_lr"])) == 6
     with pytest.raises(ValueError, match="unknown view"):
-        expand_names(["rot45"])
+        expand_names(["rot46x"])
     with pytest.raises(ValueError, match="twice"):
         expand_names(["rotation", "rot90"])
     with pytest.raises(ValueError, match="square"):
@@ -95,3 +95,33 @@ def test_predefined_views_expansion_repeats_labels_and_targets():
     assert torch.equal(out.labels, syn.labels.repeat(4))
     assert torch.equal(out.targets[8:12], syn.targets)
     assert torch.equal(out.images[4:8], torch.rot90(syn.images, 1, (-2, -1)))
+
+
+def test_kornia_exact_views_and_quarter_turns_agree_with_kornia():
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert make_view("rot180") is kornia.geometry.transform.rot180
+    assert torch.equal(make_view("hflip")(x), x.flip(-1)) and torch.equal(make_view("vflip")(x), x.flip(-2))
+    # the exact quarter turn goes the way of kornia's positive angles (kornia's own is resampled, not exact)
+    resampled = kornia.geometry.transform.rotate(x, torch.full((2,), 90.0), align_corners=True)
+    torch.testing.assert_close(make_view("rot90")(x), resampled, atol=1e-5, rtol=0)
+
+
+def test_non_right_angle_rotations_go_through_kornia_and_carry_gradients():
+    x = torch.randn(2, 3, 9, 9, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    assert expand_names(["rotation8"]) == ("rot45", "rot90", "rot135", "rot180", "rot225", "rot270", "rot315")
+    assert expand_names(["rot30", "flip"]) == ("rot30", "hflip", "vflip")
+    out = make_view("rot45")(x)
+    want = kornia.geometry.transform.rotate(x, torch.full((2,), 45.0), align_corners=True)
+    assert torch.equal(out, want)
+    assert torch.equal(make_view("rot45")(make_view("rot45")(x))[:, :, 4, 4], make_view("rot90")(x)[:, :, 4, 4])
+    out.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    with pytest.raises(ValueError, match="rot<degrees>"):
+        expand_names(["rot360"])
+
+
+def test_predefined_views_expansion_with_rotation8():
+    syn = SynBatch(torch.randn(4, 3, 8, 8), torch.tensor([0, 0, 1, 1]))
+    aug = PredefinedViews(PredefinedViewsConfig(views=("rotation8",)), None)
+    out = aug.expand(syn)
+    assert out.images.shape == (32, 3, 8, 8) and out.labels.tolist() == [0, 0, 1, 1] * 8

@@ -135,7 +135,7 @@ class GradientMatch(Objective):
                               key="real.sampling")
         net = ctx.net
         k = ctx.num_classes
-        collective = self.collective(ctx.info)
+        collective = self.collective(ctx.sampler_info)
         syn = ctx.syn
         if collective:
             # real: class-average of per-class mean-CE gradients == mean CE over the equal-per-class batch

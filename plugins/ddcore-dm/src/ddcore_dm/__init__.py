@@ -5,6 +5,6 @@ and the mean embedding of the synthetic images, summed over classes. The rest of
 step, siamese DSA, real init, SGD lr 1 momentum 0.5) is core components configured by ``recipes/dm.toml``.
 """
 
-from ddcore_dm.objective import DistributionMatching, DistributionMatchingConfig, class_means
+from ddcore_dm.objective import DistributionMatching, DistributionMatchingConfig, mean_matching_loss
 
-__all__ = ["DistributionMatching", "DistributionMatchingConfig", "class_means"]
+__all__ = ["DistributionMatching", "DistributionMatchingConfig", "mean_matching_loss"]

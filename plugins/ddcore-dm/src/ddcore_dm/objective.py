@@ -19,30 +19,7 @@ import torch
 from ddcore.components import Objective
 from ddcore.config import option
 from ddcore.errors import RecipeError
-
-
-def class_ids(batch) -> torch.Tensor:
-    """Hard class id of every row of a real or synthetic batch (``labels`` when hard, else ``groups``)."""
-    labels = getattr(batch, "labels", None)
-    if labels is not None and labels.dtype == torch.int64 and labels.ndim == 1:
-        return labels
-    groups = getattr(batch, "groups", None)
-    if groups is None:
-        raise RecipeError("objective 'dm' needs hard labels or groups on both batches")
-    return groups
-
-
-def class_means(features: torch.Tensor, ids: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-class mean of ``features`` ``[N, D]`` by ``ids`` ``[N]``: returns (``[K, D]`` means, ``[K]`` counts).
-
-    Classes with no rows get a zero mean and count 0 (callers mask them out). One ``index_add_``, no host sync.
-    """
-    flat = features.reshape(features.shape[0], -1)
-    sums = flat.new_zeros(num_classes, flat.shape[1]).index_add(0, ids, flat)
-    counts = torch.zeros(num_classes, dtype=flat.dtype, device=flat.device).index_add(
-        0, ids, torch.ones_like(ids, dtype=flat.dtype)
-    )
-    return sums / counts.clamp_min(1).unsqueeze(1), counts
+from ddcore.perclass import class_ids, class_means
 
 
 def mean_matching_loss(

@@ -55,7 +55,7 @@ class ClassAwareCE(Objective):
             raise RecipeError("objective 'class_aware_ce' needs hard integer labels on the synthetic set",
                               key="objective")
         scale = self.config.accuracy_scale
-        accuracies = ctx.info.get("net_accuracy")
+        accuracies = ctx.sampler_info.get("net_accuracy")
         if scale != "none" and accuracies is None:
             raise RecipeError("objective 'class_aware_ce' weights by the sampled net's running accuracy; use a "
                               "sampler that reports it (sampler.name = 'model_queue') or accuracy_scale = 'none'",

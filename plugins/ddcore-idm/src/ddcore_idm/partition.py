@@ -12,7 +12,7 @@ import attrs
 import torch
 import torch.nn.functional as F
 
-from ddcore.components import Augmentation
+from ddcore.components import Expansion
 from ddcore.config import option, positive
 from ddcore.errors import RecipeError
 from ddcore.types import SynBatch
@@ -42,7 +42,7 @@ class PartitionConfig:
                          validator=positive)
 
 
-class PartitionExpansion(Augmentation):
+class PartitionExpansion(Expansion):
     """Partition each synthetic image into factor x factor cells and upsample them back; labels repeat factor**2 times.
 
     Layout: the output is image-major (each image's cells are consecutive), so a class-major synthetic set stays
@@ -50,8 +50,6 @@ class PartitionExpansion(Augmentation):
     not change any per-class mean or the evaluation). ``labels``, ``targets`` and ``groups`` are repeated per cell,
     so siamese augmentation still shares parameters per class.
     """
-
-    kind = "expansion"
 
     def __init__(self, config: PartitionConfig, build):
         super().__init__(config, build)

@@ -19,7 +19,7 @@ import torch
 from ddcore.components import Objective
 from ddcore.config import non_negative, option
 
-from ddcore_iid.perclass import class_ids, class_means
+from ddcore.perclass import class_ids, class_means
 from ddcore_iid.pool import PoolConfig, load_or_train_pool, pick_member
 
 

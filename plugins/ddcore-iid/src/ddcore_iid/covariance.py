@@ -22,7 +22,7 @@ import torch
 from ddcore.components import Objective
 from ddcore.errors import RecipeError
 
-from ddcore_iid.perclass import class_blocks, class_ids, class_means
+from ddcore.perclass import class_blocks, class_ids, class_means
 
 
 def class_covariances(maps: torch.Tensor, ids: torch.Tensor, num_classes: int) -> torch.Tensor:

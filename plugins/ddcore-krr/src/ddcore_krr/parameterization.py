@@ -37,8 +37,6 @@ from ddcore.types import SynBatch
 from ddcore_krr.kmeans import kmeans_medoid_indices
 from ddcore_krr.teacher import Teacher, TeacherConfig, get_teacher
 
-PARAMETERIZATION_KEY = "ddcore_krr.parameterization"
-BASELINES: tuple[str, ...] = ("random", "kmeans")
 
 
 @attrs.define(frozen=True, kw_only=True)
@@ -71,13 +69,14 @@ def teacher_pairs(build: Any, teacher: Teacher, indices: torch.Tensor, raw: bool
 class KRRPixels(Parameterization):
     """X_s (``images``) and Y_s (``targets``) as two learnable tensors; ``materialize`` returns them as they are."""
 
+    baselines = ("random", "kmeans")
+
     def __init__(self, config: KRRPixelsConfig, build: Any):
         super().__init__(config, build)
         self.teacher = get_teacher(build, config.teacher)  # a plain object, not a submodule (not in state_dict)
         images, targets = self.initial_pairs()
         self.images = nn.Parameter(images.contiguous(), requires_grad=config.learn_images)
         self.targets = nn.Parameter(targets.contiguous(), requires_grad=config.learn_targets)
-        build.shared[PARAMETERIZATION_KEY] = self
 
     @property
     def raw(self) -> bool:
@@ -124,8 +123,8 @@ class KRRPixels(Parameterization):
 
     def baseline(self, kind: str, budget_images: int, generator: torch.Generator) -> SynBatch:
         """``random`` or ``kmeans`` real images with teacher targets, same storage as this set (module doc)."""
-        if kind not in BASELINES:
-            raise RecipeError(f"unknown baseline {kind!r} for krr_pixels; allowed: {', '.join(BASELINES)}",
+        if kind not in self.baselines:
+            raise RecipeError(f"unknown baseline {kind!r} for krr_pixels; allowed: {', '.join(self.baselines)}",
                               key="eval.baselines")
         pairs = self.pairs_for_budget(budget_images)
         data = self.build.train

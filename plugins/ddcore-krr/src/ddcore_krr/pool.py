@@ -29,7 +29,6 @@ from ddcore.components import Sampler
 from ddcore.config import option
 from ddcore.types import SynBatch
 
-from ddcore_krr.parameterization import PARAMETERIZATION_KEY
 
 
 @attrs.define(frozen=True, kw_only=True)
@@ -65,9 +64,9 @@ class ModelPool(Sampler):
 
     # -- the synthetic set -----------------------------------------------------------------------------
     def synthetic_set(self, ctx: Any = None) -> SynBatch:
-        """The current (post-update) synthetic set, expanded, detached; falls back to ``ctx.syn`` if no
-        KRR parameterization was published."""
-        param = self.build.shared.get(PARAMETERIZATION_KEY)
+        """The current (post-update) synthetic set of the run's parameterization (``build.parameterization``),
+        expanded, detached; falls back to ``ctx.syn`` when no parameterization is built yet."""
+        param = self.build.parameterization
         with torch.no_grad():
             if param is not None:
                 syn = self.build.expand(param.materialize())

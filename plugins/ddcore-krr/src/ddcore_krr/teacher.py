@@ -1,8 +1,9 @@
 """The self-supervised target model g_φ: train (Barlow Twins) or load it, cache it, and serve its features.
 
-One :class:`Teacher` lives per run in ``build.shared[TEACHER_KEY]``: the parameterization creates it (it needs
-Y_s = g_φ(X_s) at init) and the objective, the pool-free baselines and the evaluator's KD option reuse it.
-Other parameterizations (e.g. PCA bases of Boost-SSDD) call :func:`get_teacher` themselves.
+One :class:`Teacher` lives per run: the parameterization creates it (it needs Y_s = g_φ(X_s) at init) and the
+objective, the pool-free baselines and the evaluator's KD option reuse it. Every access goes through
+:func:`get_teacher` / :func:`current_teacher` / :func:`use_teacher` (other plugins, e.g. the PCA bases of
+Boost-SSDD, call them too): the memo key is this module's own object, not a string others must know.
 
 Sources, in order:
 
@@ -39,7 +40,8 @@ from ddcore.errors import RecipeError, UserError
 from ddcore_krr.barlow import train_barlow_twins
 from ddcore_krr.networks import CifarResNet18
 
-TEACHER_KEY = "ddcore_krr.teacher"
+#: The run memo key of the teacher (``build.shared``); private to this module.
+_TEACHER_KEY = object()
 #: Bump when the training code changes in a way that changes the weights (invalidates cached teachers).
 TRAINING_CODE_VERSION = 1
 
@@ -243,11 +245,21 @@ def get_teacher(build: Any, config: Optional[TeacherConfig] = None) -> Teacher:
 
     Called without ``config`` it only looks the teacher up and raises a RecipeError if none was built yet.
     """
-    teacher = build.shared.get(TEACHER_KEY)
+    teacher = current_teacher(build)
     if teacher is None:
         if config is None:
             raise RecipeError("KRR-ST components need a teacher: use synset name 'krr_pixels' (or a parameterization "
                               "that calls ddcore_krr.teacher.get_teacher(build, config))", key="synset")
-        teacher = build_teacher(config, build)
-        build.shared[TEACHER_KEY] = teacher
+        teacher = use_teacher(build, build_teacher(config, build))
+    return teacher
+
+
+def current_teacher(build: Any) -> Optional[Teacher]:
+    """The run's teacher if one was built, else ``None`` (never builds one)."""
+    return build.shared.get(_TEACHER_KEY)
+
+
+def use_teacher(build: Any, teacher: Teacher) -> Teacher:
+    """Make ``teacher`` the run's teacher (tests and callers holding a pretrained one); returns it."""
+    build.shared[_TEACHER_KEY] = teacher
     return teacher

@@ -23,6 +23,7 @@ def tiny_krr_build(cache_dir: Path, *, num: int = 6, pool: ModelPoolConfig = Mod
     build = make_build_context(recipe, data=tiny_dataset(num_classes=3, per_class=10, shape=(3, 8, 8)),
                                cache_dir=cache_dir, seed=seed)
     param = KRRPixels(KRRPixelsConfig(num=num, teacher=TINY_TEACHER), build)
+    build.parameterization = param  # as the engine does once the parameterization is built
     sampler = ModelPool(pool, build)
     objective = KRRObjective(KRRObjectiveConfig(real_augment="none"), build)
     return build, param, sampler, objective

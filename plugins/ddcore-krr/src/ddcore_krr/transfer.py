@@ -39,14 +39,14 @@ from torch import nn
 
 from ddcore.components import Evaluator
 from ddcore.config import ComponentRef, option
-from ddcore.data.common import replicate_channels, resize_uint8
+from ddcore.data.transforms import replicate_channels, resize_uint8
 from ddcore.data.store import ClassIndexedData
 from ddcore.errors import RecipeError, UserError
 from ddcore.evaluation.train import balanced_subset_indices
 from ddcore.types import DatasetInfo, SynBatch
 
 from ddcore_krr.krr import crop_flip
-from ddcore_krr.teacher import TEACHER_KEY
+from ddcore_krr.teacher import current_teacher
 
 #: protocol -> (iterations, batch, lr, momentum, weight decay, augment) of the official code.
 PROTOCOL_DEFAULTS: dict[str, tuple[int, int, float, float, float, bool]] = {
@@ -100,8 +100,6 @@ class SSLTransferConfig:
                                            factory=lambda: [TransferTarget()])
     test_batch_size: int = option(1024, "Images per forward pass when scoring / extracting features.",
                                   validator=attrs.validators.ge(1))
-    baselines: list[str] = option(attrs.NOTHING, "Same-budget baselines the engine also evaluates (random, kmeans).",
-                                  factory=lambda: ["random"])
     teacher_mse_images: int = option(
         2000, "Also report each pre-trained net's MSE to the teacher's features on this many class-balanced source "
         "test images (0 = off): the quantity KRR-ST's outer loss targets, measured on unseen images.",
@@ -379,7 +377,7 @@ class SSLTransfer(Evaluator):
         for every pre-trained net of every evaluated set.
         """
         limit = self.config.teacher_mse_images
-        teacher = self.build.shared.get(TEACHER_KEY)
+        teacher = current_teacher(self.build)
         if limit == 0 or teacher is None or len(self.build.test) == 0:
             return None
         if self._mse_data is None:

@@ -26,7 +26,6 @@ from ddcore.components import Parameterization
 from ddcore.config import non_negative, option, positive
 from ddcore.errors import RecipeError
 from ddcore.types import SynBatch
-from ddcore_krr.parameterization import PARAMETERIZATION_KEY
 from ddcore_krr.teacher import TeacherConfig
 
 from ddcore_pca import pca as pca_ops
@@ -152,9 +151,6 @@ class PCAParameterization(Parameterization):
             self.coef_y = None
             self.mean_y = None
         self._init_images = init_images
-        if not self.supervised:
-            # ddcore-krr's model pool reads the current synthetic set from here (it trains on all materialised pairs)
-            build.shared[PARAMETERIZATION_KEY] = self
         build.log(f"[pca] {self.describe_storage()}")
 
     # ------------------------------------------------------------------------------------------------------
@@ -273,6 +269,15 @@ class PCAParameterization(Parameterization):
                 f"= {self.image_equivalents():.2f} images ({parts})")
 
     # -- baselines --------------------------------------------------------------------------------------------
+    @classmethod
+    def baseline_kinds(cls, config: PCAConfig) -> tuple[str, ...]:
+        """Supervised: the core's kinds; ssl: ddcore-krr's ``random`` / ``kmeans`` pairs with teacher targets."""
+        if config.mode == "supervised":
+            return Parameterization.baselines
+        from ddcore_krr.parameterization import KRRPixels
+
+        return KRRPixels.baselines
+
     def baseline(self, kind: str, budget_images: int, generator: torch.Generator) -> SynBatch:
         """Same-storage baselines: supervised -> the core's class-balanced selection; ssl -> ``random`` / ``kmeans``
         real images with teacher targets, as many pairs as fit in this set's floats (ddcore-krr's rule)."""

@@ -69,11 +69,6 @@ class StoragePlan:
     def image_equivalents(self) -> float:
         return self.total_floats / self.floats_per_image
 
-    def as_dict(self) -> dict:
-        out = attrs.asdict(self)
-        out["total_floats"] = self.total_floats
-        out["image_equivalents"] = self.image_equivalents
-        return out
 
 
 def plan_storage(

@@ -46,11 +46,11 @@ def ssl_baseline(build: Any, teacher: TeacherFeatures, kind: str, budget_images:
     teacher targets — ddcore-krr's definitions (:func:`ddcore_krr.parameterization.teacher_pairs`)."""
     from ddcore.errors import RecipeError
     from ddcore_krr.kmeans import kmeans_medoid_indices
-    from ddcore_krr.parameterization import BASELINES, teacher_pairs
+    from ddcore_krr.parameterization import KRRPixels, teacher_pairs
 
-    if kind not in BASELINES:
+    if kind not in KRRPixels.baselines:
         raise RecipeError(f"unknown baseline {kind!r} for the ssl pca parameterization; allowed: "
-                          f"{', '.join(BASELINES)}", key="eval.baselines")
+                          f"{', '.join(KRRPixels.baselines)}", key="eval.baselines")
     data = build.train
     pairs = ssl_pairs_for_budget(build, teacher.dim, budget_images)
     if kind == "random":

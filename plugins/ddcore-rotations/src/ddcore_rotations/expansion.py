@@ -9,7 +9,7 @@ from __future__ import annotations
 import attrs
 import torch
 
-from ddcore.components import Augmentation
+from ddcore.components import Expansion
 from ddcore.config import option
 from ddcore.types import SynBatch
 
@@ -29,10 +29,8 @@ class PredefinedViewsConfig:
     crop: int = option(0, "Crop side for the crop views; 0 = 20/32 of the image side.")
 
 
-class PredefinedViews(Augmentation):
+class PredefinedViews(Expansion):
     """Deterministic differentiable expansion by predefined views (rotations, jigsaw, five-crop)."""
-
-    kind = "expansion"
 
     def __init__(self, config: PredefinedViewsConfig, build):
         super().__init__(config, build)

@@ -12,6 +12,7 @@ view-target model ("after distillation", Boost-SSDD Algorithm 1 lines 21-23) fro
 
 import ddcore
 
+from ddcore_krr.smoke import TINY_TEACHER_OPTIONS
 from ddcore_rotations.augmented import PCAAugmented, PCAAugmentedConfig
 from ddcore_rotations.expansion import PredefinedViews, PredefinedViewsConfig
 
@@ -24,7 +25,8 @@ def _finalize(run) -> None:
 
 @ddcore.hookimpl
 def ddcore_register_parameterizations(registry):
-    registry.add("pca_augmented", PCAAugmented, config=PCAAugmentedConfig)
+    registry.add("pca_augmented", PCAAugmented, config=PCAAugmentedConfig, smoke={
+        "options": {"m": 6, "num_bases_x": 2, "num_bases_y": 2, "teacher": TINY_TEACHER_OPTIONS, "approx_epochs": 2}})
 
 
 @ddcore.hookimpl

@@ -23,6 +23,8 @@ from typing import Callable, Sequence, TypeVar
 
 import torch
 
+__all__ = ["run_concurrently", "split_threads"]
+
 T = TypeVar("T")
 
 

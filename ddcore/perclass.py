@@ -1,20 +1,33 @@
-"""Per-class reductions without a Python loop over classes (shared by the IID terms)."""
+"""Per-class reductions of batched tensors, without a Python loop over classes and without host syncs (public).
+
+Objective terms compare real and synthetic statistics class by class; these are the one implementation every
+term (built-in or plugin) uses. ``ids`` is an int64 ``[N]`` tensor of class ids in ``[0, num_classes)``.
+"""
 
 from __future__ import annotations
 
 import torch
 
+__all__ = ["class_blocks", "class_ids", "class_means", "class_sums"]
+
 
 def class_ids(batch) -> torch.Tensor:
-    """Hard class ids of a real or synthetic batch (``labels`` when they are int64 ``[N]``, else ``groups``)."""
+    """Hard class ids of a real or synthetic batch: ``labels`` when they are int64 ``[N]``, else ``groups``.
+
+    Soft-label synthetic sets (``[N, K]`` labels) are class-major by construction, so their ``groups`` are the
+    classes.
+    """
     labels = getattr(batch, "labels", None)
     if labels is not None and labels.dtype == torch.int64 and labels.ndim == 1:
         return labels
-    return batch.groups
+    groups = getattr(batch, "groups", None)
+    if groups is None:
+        raise ValueError(f"{type(batch).__name__} has neither hard labels nor groups: no class ids")
+    return groups
 
 
 def class_sums(x: torch.Tensor, ids: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(``[K, *x.shape[1:]]`` per-class sums, ``[K]`` counts) with one ``index_add``."""
+    """(``[K, *x.shape[1:]]`` per-class sums, ``[K]`` counts in ``x.dtype``) with one ``index_add`` each."""
     flat = x.reshape(x.shape[0], -1)
     sums = flat.new_zeros(num_classes, flat.shape[1]).index_add(0, ids, flat)
     counts = flat.new_zeros(num_classes).index_add(0, ids, torch.ones_like(ids, dtype=flat.dtype))
@@ -22,7 +35,7 @@ def class_sums(x: torch.Tensor, ids: torch.Tensor, num_classes: int) -> tuple[to
 
 
 def class_means(x: torch.Tensor, ids: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(``[K, ...]`` per-class means, ``[K]`` counts); empty classes get a zero mean."""
+    """(``[K, *x.shape[1:]]`` per-class means, ``[K]`` counts); a class without rows gets a zero mean, count 0."""
     sums, counts = class_sums(x, ids, num_classes)
     shape = (num_classes,) + (1,) * (x.dim() - 1)
     return sums / counts.clamp_min(1).view(shape), counts
@@ -31,8 +44,8 @@ def class_means(x: torch.Tensor, ids: torch.Tensor, num_classes: int) -> tuple[t
 def class_blocks(x: torch.Tensor, ids: torch.Tensor, num_classes: int) -> torch.Tensor:
     """``[N, ...]`` rows grouped into ``[K, N/K, ...]`` by class (stable sort by id; no host sync).
 
-    Requires every class to hold exactly ``N/K`` rows — true for the engine's per-class real batches and for
-    class-major synthetic sets with the same ipc everywhere (also after the partition expansion).
+    Requires every class to hold exactly ``N/K`` rows: true for the engine's per-class real batches and for
+    class-major synthetic sets with the same ipc everywhere (also after an expansion).
     """
     n = x.shape[0]
     if n % num_classes:

@@ -17,22 +17,23 @@ the normalisation constants identically:
 from __future__ import annotations
 
 import abc
-import hashlib
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence
 
 import attrs
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ddcore.components import DataSource
 from ddcore.config import OptionValueError, non_negative, option
 from ddcore.data.constants import Stats
+from ddcore.data.transforms import channel_stats, nhwc_to_nchw, replicate_channels, resize_uint8, select_indices
 from ddcore.errors import DataError
 from ddcore.types import DatasetInfo
+
+__all__ = ["SPLITS", "CommonDataConfig", "NativeLayout", "ProcessedSource", "Split", "path_candidates",
+           "recipe_dir", "resolve_existing"]
 
 Split = Literal["train", "test"]
 SPLITS: tuple[str, ...] = ("train", "test")
@@ -84,86 +85,7 @@ class NativeLayout:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Pure helpers (also used by tests and other modules)
-# ---------------------------------------------------------------------------------------------------------
-
-
-def select_indices(labels: np.ndarray, *, classes: int = 0, per_class: int = 0) -> Optional[np.ndarray]:
-    """Indices (in file order) of the images kept by the ``classes`` and ``*_per_class`` options.
-
-    Keeps labels ``< classes`` (when ``classes > 0``) and the first ``per_class`` images of each class in file
-    order (when ``per_class > 0``). Returns ``None`` when everything is kept. Vectorised (no loop over classes).
-    """
-    labels = np.asarray(labels)
-    keep = np.ones(labels.shape[0], dtype=bool)
-    if classes > 0:
-        keep &= labels < classes
-    if per_class > 0 and labels.size:
-        order = np.argsort(labels, kind="stable")
-        sorted_labels = labels[order]
-        starts = np.searchsorted(sorted_labels, sorted_labels, side="left")
-        rank = np.empty_like(order)
-        rank[order] = np.arange(labels.shape[0]) - starts
-        keep &= rank < per_class
-    if keep.all():
-        return None
-    return np.flatnonzero(keep)
-
-
-def replicate_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
-    """``channels = 3``: repeat a gray ``[N, 1, H, W]`` tensor to RGB; 0 (or already 3 channels) is a no-op."""
-    if channels in (0, images.shape[1]):
-        return images
-    if channels == 3 and images.shape[1] == 1:
-        return images.expand(-1, 3, -1, -1).contiguous()
-    raise DataError(f"cannot turn {images.shape[1]}-channel images into {channels} channels (only gray -> 3)")
-
-
-def resize_uint8(images: torch.Tensor, size: int, *, chunk: int = 4096) -> torch.Tensor:
-    """Bilinear resize of uint8 ``[N, C, H, W]`` to ``size x size`` (antialiased when shrinking), in chunks."""
-    if size <= 0 or images.shape[-2:] == (size, size):
-        return images
-    shrink = size < max(images.shape[-2:])
-    out = torch.empty((images.shape[0], images.shape[1], size, size), dtype=torch.uint8)
-    for start in range(0, images.shape[0], chunk):
-        block = images[start:start + chunk].float()
-        block = F.interpolate(block, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
-        out[start:start + chunk] = block.round_().clamp_(0, 255).to(torch.uint8)
-    return out
-
-
-def channel_stats(images: torch.Tensor, *, chunk: int = 8192) -> Stats:
-    """Per-channel mean and (population) std of uint8 ``[N, C, H, W]`` images, in [0, 1] pixel units."""
-    if images.shape[0] == 0:
-        raise DataError("cannot compute normalisation constants of an empty training split")
-    channels = images.shape[1]
-    total = torch.zeros(channels, dtype=torch.float64)
-    total_sq = torch.zeros(channels, dtype=torch.float64)
-    for start in range(0, images.shape[0], chunk):
-        block = images[start:start + chunk].to(torch.float64).transpose(0, 1).reshape(channels, -1)
-        total += block.sum(1)
-        total_sq += (block * block).sum(1)
-    count = images.numel() // channels
-    mean = total / count
-    var = (total_sq / count - mean * mean).clamp_min(0)
-    std = var.sqrt().clamp_min(1e-3 * 255)  # a constant image must not divide by zero
-    return tuple(float(v) for v in mean / 255), tuple(float(v) for v in std / 255)
-
-
-def nhwc_to_nchw(images: np.ndarray) -> torch.Tensor:
-    """uint8 ``[N, H, W, C]`` (or ``[N, H, W]``) numpy array -> contiguous uint8 ``[N, C, H, W]`` CPU tensor."""
-    arr = np.asarray(images)
-    if arr.dtype != np.uint8:
-        raise DataError(f"expected uint8 images, got {arr.dtype}")
-    if arr.ndim == 3:
-        arr = arr[..., None]
-    if arr.ndim != 4:
-        raise DataError(f"expected images of shape [N, H, W, C], got {list(arr.shape)}")
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).contiguous()
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Paths and the decode cache
+# Paths
 # ---------------------------------------------------------------------------------------------------------
 
 
@@ -212,69 +134,6 @@ def resolve_existing(path: str, build: Any, *, option_name: str, source: str) ->
     hint = ("$DDCORE_DATA is set to " + repr(os.environ["DDCORE_DATA"])) if os.environ.get("DDCORE_DATA") else \
         "$DDCORE_DATA is not set (set it to the folder holding your datasets, e.g. shared/datasets)"
     raise DataError(f"data source '{source}': {option_name} = {path!r} not found (looked in: {tried}); {hint}")
-
-
-def cache_root() -> Path:
-    """ddcore's on-disk cache: ``$DDCORE_CACHE`` or ``~/.cache/ddcore``."""
-    env = os.environ.get("DDCORE_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "ddcore"
-
-
-def file_fingerprint(path: Path, *, head_bytes: int = 1 << 20) -> str:
-    """A cheap identity of a file: size, mtime and the sha256 of its first MiB (hex, 20 chars)."""
-    st = path.stat()
-    h = hashlib.sha256(f"{st.st_size}:{st.st_mtime_ns}:".encode())
-    with open(path, "rb") as fh:
-        h.update(fh.read(head_bytes))
-    return h.hexdigest()[:20]
-
-
-def cache_file(name: str) -> Path:
-    """Path of the cached decoded array called ``name`` (see :func:`cached_array`)."""
-    return cache_root() / "decoded" / f"{name}.npy"
-
-
-def cached_array(name: str, produce: Callable[[], np.ndarray], *, enabled: bool = True) -> np.ndarray:
-    """Load ``<cache>/decoded/<name>.npy``, or call ``produce()`` and store its result there (atomically).
-
-    A cache that cannot be written (read-only home, full disk) only costs the decode; it never fails the load.
-    """
-    if not enabled:
-        return produce()
-    target = cache_file(name)
-    if target.is_file():
-        try:
-            return np.load(target, allow_pickle=False)
-        except (OSError, ValueError):  # truncated or foreign file: decode again and overwrite
-            pass
-    arr = produce()
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".npy.tmp")
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, arr, allow_pickle=False)
-        os.replace(tmp, target)
-    except OSError:
-        pass
-    return arr
-
-
-def decode_cached(name: str, total: int, indices: Optional[np.ndarray],
-                  decode: Callable[[Optional[np.ndarray]], np.ndarray], *, enabled: bool = True) -> np.ndarray:
-    """Images ``indices`` (all when ``None``) of a split whose decoding is expensive.
-
-    The full decode is cached under ``name`` (:func:`cached_array`). When no cache exists yet and fewer than half
-    of the ``total`` images are asked for, only those are decoded (``decode(sorted indices)``) and nothing is
-    cached, so a quick run with ``*_per_class`` limits does not pay for the whole split.
-    """
-    if indices is not None and len(indices) * 2 < total and not (enabled and cache_file(name).is_file()):
-        order = np.argsort(indices, kind="stable")
-        decoded = decode(indices[order])
-        out = np.empty_like(decoded)
-        out[order] = decoded
-        return out
-    images = cached_array(name, lambda: decode(None), enabled=enabled)
-    return images if indices is None else images[indices]
 
 
 # ---------------------------------------------------------------------------------------------------------

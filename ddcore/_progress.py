@@ -6,6 +6,8 @@ import sys
 import time
 from typing import Optional
 
+__all__ = ["ProgressBar"]
+
 
 class ProgressBar:
     def __init__(self, total: int, start: int, *, enabled: bool = True, label: str = "distill"):
