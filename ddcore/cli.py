@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 from typing import Optional
 
-from ddcore.errors import UserError
+from ddcore.errors import Interrupted, UserError
 
 __all__ = ["main"]
 
@@ -285,7 +285,12 @@ def main(argv: Optional[list[str]] = None) -> int:
             traceback.print_exc()
         print(f"ddcore: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:  # outside a run (a run says itself what it saved)
+    except Interrupted as exc:  # a run stopped by Ctrl-C or SIGTERM: the message says what it saved
+        if args.debug:
+            traceback.print_exc()
+        print(f"ddcore: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:  # outside a run
         print("ddcore: interrupted", file=sys.stderr)
         return 130
 

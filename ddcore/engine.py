@@ -289,6 +289,8 @@ class Run:
         try:
             with stop:
                 return self._execute(stop)
+        except Interrupted:
+            raise
         except KeyboardInterrupt:
             # outside the step loop (data loading, evaluation): no consistent state to save now
             saved = self._last_good() if self.last_checkpoint is not None or self.out_dir is None else \
