@@ -134,6 +134,7 @@ def summarize_run(run_dir: Path) -> dict[str, Any]:
         "iterations": reached,
         "planned_iterations": recipe.run.iterations,
         "sets": len(finals),
+        "planned_sets": recipe.run.repeats,
         "models_per_set": int(round((ours.get("num_models") or 0) / max(len(finals), 1))),
         "ours": ours,
         "per_set": per_set,
@@ -150,9 +151,10 @@ def summarize_run(run_dir: Path) -> dict[str, Any]:
 
 
 def result_name(result: dict[str, Any]) -> str:
-    """File name of a result: ``<recipe>-ipc<N>.json`` (``-<iterations>it`` when the schedule is shortened)."""
+    """File name of a result: ``<recipe>-ipc<N>-<sets>x<nets>.json`` (``-<iterations>it`` when shortened)."""
     name = f"{result['recipe']}-ipc{result['ipc']}" if result.get("ipc") is not None else result["recipe"]
-    if "run.iterations" in (result.get("deviations") or {}):
+    name += f"-{result['sets']}x{result['models_per_set']}"
+    if "run.iterations" in (result.get("deviations") or {}) or result.get("planned_iterations") != result["iterations"]:
         name += f"-{result['iterations']}it"
     return name + ".json"
 
@@ -215,8 +217,11 @@ def render_markdown(results: list[dict[str, Any]], *, title: str = "Results", pl
             its += f" (stopped; planned {r['planned_iterations']})"
         if dev:
             its += f" (recipe: {dev[1]})"
+        sets = f"{r['sets']} × {r['models_per_set']}"
+        if r.get("planned_sets", r["sets"]) > r["sets"]:
+            sets += f" (stopped; {r['planned_sets']} sets planned)"
         lines.append(
-            f"| {r['recipe']} | {r['dataset']} | {r.get('ipc', '—')} | {its} | {r['sets']} × {r['models_per_set']} | "
+            f"| {r['recipe']} | {r['dataset']} | {r.get('ipc', '—')} | {its} | {sets} | "
             f"{_pm(ours['mean'], ours['std'])} | {_pm(paper['mean'], paper['std']) if paper else '—'} | {diff} | "
             f"{_duration(r.get('wall_s'))} | {_device(r)} |")
     notes = []

@@ -212,7 +212,7 @@ def test_report_table_save_and_check(tmp_path, capsys):
     plot = tmp_path / "curves.png"
     assert main(["report", str(out), "--save", str(results)]) == 0
     saved = sorted(results.glob("*.json"))
-    assert [p.name for p in saved] == ["tiny-ipc2.json"]
+    assert [p.name for p in saved] == ["tiny-ipc2-2x1.json"]
     assert main(["report", *map(str, saved), "--out", str(doc), "--plot", str(plot)]) == 0
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "curves.png" in doc.read_text()
     capsys.readouterr()
@@ -248,3 +248,10 @@ def test_eval_of_a_repeated_run_points_to_its_sets(tmp_path, capsys):
     (tmp_path / "rep" / "recipe.toml").write_text("")
     assert main(["eval", str(tmp_path / "rep")]) == 2
     assert "evaluate one of its sets" in capsys.readouterr().err
+
+
+def test_reproduction_doc_is_current(monkeypatch, capsys):
+    """docs/reproduction.md is generated from docs/results/*.json by `ddcore report`."""
+    monkeypatch.chdir(ROOT)
+    code = main(["report", "--check"])
+    assert code == 0, capsys.readouterr().err
