@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import secrets
 import sys
 import time
 import traceback
 from pathlib import Path
 from typing import Optional
 
-from ddcore.errors import UserError
+from ddcore.errors import Interrupted, UserError
 
 __all__ = ["main"]
 
@@ -31,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="distil a synthetic set from a recipe", description="Run a TOML recipe.")
     p.add_argument("recipe", help="path to a TOML recipe")
     _add_set(p)
-    p.add_argument("--out", type=Path, help="output directory (default: runs/<recipe>-<time>)")
+    p.add_argument("--out", help="output directory: new or empty, or the run to --resume (default: "
+                                 "runs/<recipe>-<time>-<pid><random>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--device", help="cpu, cuda or cuda:N (overrides the recipe's device)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -88,9 +91,13 @@ def cmd_run(args) -> int:
     from ddcore.engine import Run
     from ddcore.recipe import load_recipe
 
-    out = args.out
+    if args.out is not None and not args.out.strip():
+        raise UserError("--out: empty path (it would write into the current directory); name a folder")
+    out = Path(args.out) if args.out is not None else None
     if out is None:
-        out = Path("runs") / f"{Path(args.recipe).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        # unique even for the jobs of a sweep started in the same second (and on several hosts)
+        out = Path("runs") / (f"{Path(args.recipe).stem}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+                              f"{secrets.token_hex(2)}")
     if args.resume and args.out is None:
         raise UserError("--resume needs --out DIR (the run to continue)")
     overrides = list(args.overrides)
@@ -142,7 +149,7 @@ def _summary(r: dict) -> dict:
 
 
 def cmd_eval(args) -> int:
-    from ddcore.artifacts import atomic_write_text
+    from ddcore.artifacts import RunLock, atomic_write_text, dumps_strict
     from ddcore.engine import Run, load_synset_into
     from ddcore.recipe import load_recipe
 
@@ -151,22 +158,36 @@ def cmd_eval(args) -> int:
     if (run_dir / "set-0").is_dir() and not synset.exists():
         raise UserError(f"{run_dir}: a repeated run (run.repeats); evaluate one of its sets, e.g. "
                         f"ddcore eval {run_dir / 'set-0'}")
-    if not (run_dir / "recipe.toml").exists() or not synset.exists():
+    if not (run_dir / "recipe.toml").is_file() or not synset.is_file():
         raise UserError(f"{run_dir}: not a finished run (needs recipe.toml and synset.safetensors)")
-    recipe = load_recipe(run_dir / "recipe.toml", args.overrides)
-    run = Run(recipe, out_dir=None, device=args.device).build()
-    load_synset_into(run, synset)
-    # synset.safetensors is written when a run finishes: it is the set of the recipe's last step
-    result = run.evaluate(step=recipe.run.iterations)
-    result["reevaluated"] = True
-    result["overrides"] = args.overrides
     history = run_dir / "eval.json"
-    records = json.loads(history.read_text()) if history.exists() else []
-    records.append(result)
-    atomic_write_text(history, json.dumps(records, indent=2))
+    records = _read_eval_history(history)
+    recipe = load_recipe(run_dir / "recipe.toml", args.overrides)
+    with RunLock(run_dir, what="ddcore eval"):  # not while a run (or another eval) writes this folder
+        run = Run(recipe, out_dir=None, device=args.device).build()
+        load_synset_into(run, synset)
+        # synset.safetensors is written when a run finishes: it is the set of the recipe's last step
+        result = run.evaluate(step=recipe.run.iterations)
+        result["reevaluated"] = True
+        result["overrides"] = args.overrides
+        records = _read_eval_history(history)
+        records.append(result)
+        atomic_write_text(history, dumps_strict(records, indent=2))
     print(json.dumps({"synset": _summary(result["synset"]),
                       **{f"baseline_{k}": _summary(v) for k, v in result["baselines"].items()}}))
     return 0
+
+
+def _read_eval_history(path: Path) -> list:
+    if not path.exists():
+        return []
+    try:
+        records = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: cannot read the evaluation history ({exc}); move it away to start a new one") from exc
+    if not isinstance(records, list):
+        raise UserError(f"{path}: expected a JSON list of evaluations, got {type(records).__name__}")
+    return records
 
 
 def cmd_plugins(args) -> int:
@@ -190,9 +211,29 @@ def cmd_recipe(args) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
     host = get_host()
     host.require(recipe.plugins, file=recipe.file)
-    validate(recipe, host.registry)
+    configs = validate(recipe, host.registry)
+    warning = _data_path_warning(recipe, configs["data"])
+    if warning:
+        print(f"ddcore: warning: {warning}", file=sys.stderr)
     print(f"{args.recipe}: ok ({len(recipe.objective)} objective term(s), {len(recipe.augment)} augmentation(s))")
     return 0
+
+
+def _data_path_warning(recipe, data_config) -> Optional[str]:
+    """A line when the data source reads a local folder that is not there (the run would stop at load time)."""
+    from types import SimpleNamespace
+
+    from ddcore.data.common import resolve_existing
+
+    for option_name in ("path", "root"):
+        value = getattr(data_config, option_name, None)
+        if isinstance(value, str) and value:
+            try:
+                resolve_existing(value, SimpleNamespace(recipe=recipe, file=recipe.file), option_name=option_name,
+                                 source=recipe.data.name)
+            except UserError as exc:
+                return f"{recipe.file}: data.{option_name}: {exc}"
+    return None
 
 
 def cmd_docs(args) -> int:
@@ -244,8 +285,13 @@ def main(argv: Optional[list[str]] = None) -> int:
             traceback.print_exc()
         print(f"ddcore: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("ddcore: interrupted (the last checkpoint is intact; continue with --resume)", file=sys.stderr)
+    except Interrupted as exc:  # a run stopped by Ctrl-C or SIGTERM: the message says what it saved
+        if args.debug:
+            traceback.print_exc()
+        print(f"ddcore: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:  # outside a run
+        print("ddcore: interrupted", file=sys.stderr)
         return 130
 
 

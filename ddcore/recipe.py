@@ -8,6 +8,7 @@ and each component's options are structured into attrs classes; every error name
 from __future__ import annotations
 
 import copy
+import math
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -183,9 +184,11 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     """Read a TOML recipe file, apply ``key.path=value`` overrides and structure it."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RecipeError(f"cannot read recipe ({exc.strerror or exc})", file=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"not a TOML text file (byte {exc.start} is not UTF-8)", file=str(path)) from exc
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -226,6 +229,8 @@ def parse_recipe(data: dict, overrides: list[str] = (), *, file: Optional[str] =
         weight = r.options.pop("weight", 1.0) if isinstance(item, dict) else 1.0
         if isinstance(weight, bool) or not isinstance(weight, (int, float)):
             raise RecipeError(f"expected float, got {type(weight).__name__} {weight!r}", file=file, key=f"{key}.weight")
+        if not math.isfinite(weight):
+            raise RecipeError(f"expected a finite number, got {weight!r}", file=file, key=f"{key}.weight")
         objectives.append(ObjectiveRef(r, float(weight)))
     if not objectives:
         raise RecipeError("a recipe needs at least one [[objective]] table", file=file, key="objective")
@@ -424,11 +429,16 @@ def _set_path(data: dict, path: str, value: Any, *, file: Optional[str] = None, 
 
 
 def validate(recipe: Recipe, registry) -> dict[str, Any]:
-    """Check every component name and structure every component's options; return configs by key path."""
+    """Check every component name and structure every component's options; return configs by key path.
+
+    Nested components (options declared with ``option(kind=...)``, e.g. ``synset.init``) are checked too, so
+    ``ddcore recipe check`` finds what the run would only find while building.
+    """
     configs = {}
     for kind, key, r in recipe.components():
         entry = registry.get(kind, r.name, key=f"{key}.name", file=recipe.file)
         configs[key] = entry.structure(r.options, key=key, file=recipe.file)
+        _validate_nested(configs[key], key, registry, recipe.file)
     if recipe.eval is not None:
         # a typo in a baseline name fails here, before hours of distillation, not at the final evaluation
         factory = registry.get("parameterization", recipe.synset.name).factory
@@ -440,3 +450,28 @@ def validate(recipe: Recipe, registry) -> dict[str, Any]:
                                   f"allowed: {', '.join(allowed) or '(none)'}", file=recipe.file,
                                   key=f"eval.baselines[{i}]")
     return configs
+
+
+def _validate_nested(config: Any, key: str, registry, file: Optional[str]) -> None:
+    """Structure the nested component options of a structured config (recursively), naming their key paths."""
+    from ddcore.config import component_kind_of, structure as structure_options
+
+    if not attrs.has(type(config)):
+        return
+    for field in attrs.fields(type(config)):
+        value = getattr(config, field.name)
+        path = f"{key}.{field.name}"
+        kind = component_kind_of(field)
+        items = list(enumerate(value)) if isinstance(value, (list, tuple)) else [(None, value)]
+        for index, item in items:
+            item_key = path if index is None else f"{path}[{index}]"
+            if kind is not None and isinstance(item, (str, ComponentRef)):
+                ref = ComponentRef.parse(item, key=item_key, file=file)
+                if kind == "backbone" and ref.name == "backbone" and not ref.options:
+                    continue  # the recipe's own [backbone], checked as a slot
+                sub_key = item_key if isinstance(item, str) else f"{item_key}.name"
+                entry = registry.get(kind, ref.name, key=sub_key, file=file)
+                nested = structure_options(entry.config, ref.options, key=item_key, file=file)
+                _validate_nested(nested, item_key, registry, file)
+            elif attrs.has(type(item)):
+                _validate_nested(item, item_key, registry, file)

@@ -47,14 +47,14 @@ class TrainFromScratchConfig:
 
     models: list[str] = option(
         attrs.NOTHING, "Architectures to evaluate (registered backbone names), used as listed.",
-        factory=lambda: ["ConvNet"],
+        factory=lambda: ["ConvNet"], kind="backbone",
     )
     num_models: int = option(5, "Fresh networks trained per architecture (num_eval).", validator=positive)
     epochs: int = option(1000, "Epoch of the reference: epochs + 1 epochs are trained (epoch_eval_train).",
                          validator=non_negative)
-    lr: float = option(0.01, "SGD learning rate (lr_net); x0.1 after epoch epochs // 2 + 1.")
-    momentum: float = option(0.9, "SGD momentum (reset when the lr decays).")
-    weight_decay: float = option(5e-4, "SGD weight decay.")
+    lr: float = option(0.01, "SGD learning rate (lr_net); x0.1 after epoch epochs // 2 + 1.", validator=positive)
+    momentum: float = option(0.9, "SGD momentum (reset when the lr decays).", validator=non_negative)
+    weight_decay: float = option(5e-4, "SGD weight decay.", validator=non_negative)
     batch_size: int = option(256, "Training batch size (batch_train).", validator=positive)
     augment: bool = option(True, "Augment every training batch with the run's siamese augmentations in "
                                  "random mode (DSA at train time).")
