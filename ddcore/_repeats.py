@@ -94,25 +94,46 @@ def run_repeats(recipe: Recipe, out_dir: Path, *, make_run: Callable[..., Any], 
     :param make_run: ``make_run(recipe, out_dir=..., resume=...) -> Run`` (the CLI's constructor, so device and
         progress options apply to every set).
     """
-    from ddcore.artifacts import atomic_write_text
+    from ddcore.artifacts import LOCK_NAME, RunLock, atomic_write_text
     from ddcore.engine import _dump_recipe, _recipe_identity
 
-    n = recipe.run.repeats
     if recipe.eval is None:
         raise UserError("run.repeats > 1 needs an [eval] section: the sets are compared by their evaluation")
     out_dir = Path(out_dir)
+    if str(out_dir) in ("", "."):
+        raise UserError("--out: expected a folder for the repeated run, got the current directory")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir}: is a file, expected a directory")
     saved = out_dir / "recipe.toml"
     if resume:
-        if not saved.exists():
+        if not saved.is_file():
             raise UserError(f"--resume: {out_dir} holds no repeated run (no recipe.toml)")
-        if _recipe_identity(saved.read_text()) != _recipe_identity(_dump_recipe(recipe.raw)):
-            raise UserError(f"--resume: the recipe differs from the one in {saved} (only run.* may change)")
-        atomic_write_text(saved, _dump_recipe(recipe.raw))  # run.* (e.g. more repeats) as now resumed
     else:
-        if out_dir.exists() and any(out_dir.iterdir()):
-            raise UserError(f"--out {out_dir} is not empty; pass --resume to continue it or choose another --out")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(saved, _dump_recipe(recipe.raw))
+        entries = sorted(p.name for p in out_dir.iterdir() if p.name != LOCK_NAME) if out_dir.exists() else []
+        if entries:
+            raise UserError(f"--out {out_dir} is not empty ({len(entries)} entries, e.g. {entries[0]!r}); pass "
+                            f"--resume to continue a repeated run or choose another --out")
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"--out {out_dir}: cannot create the folder ({exc.strerror or exc})") from exc
+    # the top-level folder is held for the whole repeated run, as every set's folder is for its run
+    with RunLock(out_dir):
+        if resume:
+            try:
+                same = _recipe_identity(saved.read_text()) == _recipe_identity(_dump_recipe(recipe.raw))
+            except (OSError, ValueError) as exc:
+                raise UserError(f"--resume: {saved} is not a ddcore run's recipe ({str(exc).splitlines()[0]})") from exc
+            if not same:
+                raise UserError(f"--resume: the recipe differs from the one in {saved} (only run.* may change)")
+        atomic_write_text(saved, _dump_recipe(recipe.raw))  # run.* (e.g. more repeats) as now resumed
+        return _run_sets(recipe, out_dir, make_run=make_run, resume=resume, log=log)
+
+
+def _run_sets(recipe: Recipe, out_dir: Path, *, make_run, resume: bool, log) -> dict[str, Any]:
+    from ddcore.artifacts import atomic_write_text
+
+    n = recipe.run.repeats
     results: list[dict[str, Any]] = []
     sets: list[dict[str, Any]] = []
     for k in range(n):
@@ -121,7 +142,7 @@ def run_repeats(recipe: Recipe, out_dir: Path, *, make_run: Callable[..., Any], 
         result = _finished(set_dir, sub.run.iterations)
         if result is None:
             log(f"repeats: set {k + 1}/{n} (seed {sub.seed}) -> {set_dir}")
-            run = make_run(sub, out_dir=set_dir, resume=resume and set_dir.exists())
+            run = make_run(sub, out_dir=set_dir, resume=resume and (set_dir / "recipe.toml").is_file())
             result = run.execute()
         else:
             log(f"repeats: set {k + 1}/{n} already finished ({set_dir})")

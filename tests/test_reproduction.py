@@ -255,3 +255,20 @@ def test_reproduction_doc_is_current(monkeypatch, capsys):
     monkeypatch.chdir(ROOT)
     code = main(["report", "--check"])
     assert code == 0, capsys.readouterr().err
+
+
+def test_repeated_run_folder_is_held(tmp_path, capsys):
+    """A second process cannot run into a repeated run's folder while the first holds it."""
+    import os
+
+    from ddcore.artifacts import LOCK_NAME
+
+    recipe = _write(tmp_path, tiny_recipe())
+    out = tmp_path / "rep"
+    out.mkdir()
+    (out / "recipe.toml").write_text(recipe.read_text())
+    (out / LOCK_NAME).write_text(json.dumps({"pid": os.getppid(), "host": __import__("socket").gethostname(),
+                                             "since": "now"}))
+    assert main(["run", str(recipe), "--out", str(out), "--repeats", "2", "--resume"]) == 2
+    assert "in use by another ddcore process" in capsys.readouterr().err
+    assert not (out / "set-0").exists()
