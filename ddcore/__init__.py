@@ -30,6 +30,7 @@ from ddcore.config import NoConfig, option  # noqa: E402
 from ddcore.context import BuildContext, StepContext  # noqa: E402
 from ddcore.errors import DataError, PluginError, RecipeError, UserError  # noqa: E402
 from ddcore.types import DatasetInfo, RealBatch, SynBatch  # noqa: E402
+from ddcore.synset_io import SynsetDataset, export_synset, load_synset  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -54,6 +55,9 @@ __all__ = [
     "StepContext",
     "SynBatch",
     "SynOptimizer",
+    "SynsetDataset",
     "UserError",
+    "export_synset",
+    "load_synset",
     "option",
 ]

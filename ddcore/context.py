@@ -48,6 +48,7 @@ class BuildContext:
         world_size: int = 1,
         log: Callable[[str], None] = print,
         hot_path: Optional[HotPath] = None,
+        progress: bool = False,
     ):
         self.recipe = recipe
         self.registry = registry
@@ -68,6 +69,8 @@ class BuildContext:
         self.shared: dict[str, Any] = {}
         #: The run's resolved speed switches (``[run] channels_last`` / ``real_chunk`` / ``compile``).
         self.hot_path = hot_path if hot_path is not None else HotPath()
+        #: Whether the run shows progress (``[run] progress`` / ``--no-progress``); see :meth:`progress_task`.
+        self.progress = progress
 
     # -- data ---------------------------------------------------------------------------------------
     @property
@@ -110,6 +113,17 @@ class BuildContext:
                 return ctx.__exit__(*exc)
 
         return _Seeded()
+
+    def progress_task(self, label: str, total: int, *, unit: str = "models"):
+        """A :class:`ddcore.progress.TaskProgress` for a job of ``total`` units (models trained, teachers, ...).
+
+        Call ``advance()`` as units finish and ``close()`` at the end (or use it as a context manager). It
+        shows a bar in a terminal and a periodic log line otherwise; it is silent when the run shows no
+        progress and on ranks other than 0.
+        """
+        from ddcore.progress import TaskProgress
+
+        return TaskProgress(label, total, enabled=self.progress and self.rank == 0, log=self.log, unit=unit)
 
     # -- components ---------------------------------------------------------------------------------
     def make_backbone(

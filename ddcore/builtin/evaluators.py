@@ -124,8 +124,11 @@ class TrainFromScratch(Evaluator):
         return lambda x: build.augment_random(x, generator)
 
     def _train_and_test(self, arch: str, images, labels, loss: str, seed: int,
-                        indices: Optional[Sequence[int]] = None) -> list[float]:
-        """Accuracies (percent) of models ``indices`` (default: all ``num_models``) of ``arch``, in that order."""
+                        indices: Optional[Sequence[int]] = None, progress=None) -> list[float]:
+        """Accuracies (percent) of models ``indices`` (default: all ``num_models``) of ``arch``, in that order.
+
+        ``progress`` (a :class:`ddcore.progress.TaskProgress`) advances as each network is tested.
+        """
         cfg = self.config
         indices = list(range(cfg.num_models)) if indices is None else list(indices)
         build = self.build
@@ -137,7 +140,10 @@ class TrainFromScratch(Evaluator):
 
         def train_and_test(net, generator, augment) -> float:
             train_classifier(net, images, labels, generator=generator, augment=augment, **train_kwargs)
-            return evaluate_accuracy(net, test, cfg.test_batch_size, limit=cfg.test_limit)
+            acc = evaluate_accuracy(net, test, cfg.test_batch_size, limit=cfg.test_limit)
+            if progress is not None:
+                progress.advance()
+            return acc
 
         accs: list[torch.Tensor | float] = []
         group = cfg.max_parallel or cfg.num_models
@@ -154,6 +160,8 @@ class TrainFromScratch(Evaluator):
                     augments=None if augs[0] is None else augs, write_back=False, **train_kwargs,
                 )
                 accs.extend(ensemble_accuracy(ens, test, cfg.test_batch_size, limit=cfg.test_limit).tolist())
+                if progress is not None:
+                    progress.advance(len(members))
                 continue
             jobs = [functools.partial(train_and_test, net, g, aug) for net, g, aug in zip(nets, gens, augs)]
             workers, per_worker = 1, 1
@@ -175,9 +183,11 @@ class TrainFromScratch(Evaluator):
         for arch, i in units:
             by_arch.setdefault(arch, []).append(int(i))
         values = {}
-        for arch, idx in by_arch.items():
-            for i, v in zip(idx, self._train_and_test(arch, synset.images, labels, loss, seed, indices=idx)):
-                values[(arch, i)] = v
+        with self.build.progress_task("eval", len(units)) as progress:
+            for arch, idx in by_arch.items():
+                trained = self._train_and_test(arch, synset.images, labels, loss, seed, indices=idx, progress=progress)
+                for i, v in zip(idx, trained):
+                    values[(arch, i)] = v
         return [values[(arch, int(i))] for arch, i in units]
 
     def summarize(self, synset: SynBatch, results: Sequence[tuple[tuple[str, int], float]]) -> dict[str, Any]:
@@ -199,10 +209,11 @@ class TrainFromScratch(Evaluator):
         images = synset.images
         per_model: dict[str, dict[str, Any]] = {}
         every: list[float] = []
-        for arch in self.config.models:
-            values = self._train_and_test(arch, images, labels, loss, seed)
-            per_model[arch] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "values": values}
-            every.extend(values)
+        with self.build.progress_task("eval", len(self.config.models) * self.config.num_models) as progress:
+            for arch in self.config.models:
+                values = self._train_and_test(arch, images, labels, loss, seed, progress=progress)
+                per_model[arch] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "values": values}
+                every.extend(values)
         return {
             "metric": "accuracy",
             "mean": float(np.mean(every)),
