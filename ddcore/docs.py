@@ -62,6 +62,9 @@ TOP_LEVEL_DOCS: dict[str, tuple[str, str, str]] = {
     "eval": ("table", "(none: no evaluation)", "Evaluator of the synthetic set (kind `evaluator`)."),
     "real": ("table", "see below", "How real batches are drawn each step (engine-owned, `RealConfig`)."),
     "run": ("table", "see below", "Loop length and callback intervals (engine-owned, `RunConfig`)."),
+    "track": ("table", "(none: no tracking)", "Experiment tracking, read and validated by the ddcore-track plugin "
+                                              "(which the recipe must then list in `plugins`); see "
+                                              "plugins/ddcore-track/README.md."),
 }
 
 
