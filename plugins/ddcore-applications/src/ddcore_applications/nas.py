@@ -6,7 +6,8 @@ on the *proxy* set (the evaluated set; the engine also evaluates the same-budget
 through this evaluator) and on a larger *reference* set (the whole training split, or a stated class-balanced
 random subset of it where that is too costly, e.g. on a CPU), then tested on a class-balanced subset of the
 test split. Reported: Spearman's rank correlation between proxy and reference accuracies over the whole
-space (``spearman``; also the result's ``mean``) and over the ``top_fraction`` of architectures the proxy
+space (``spearman``; also the result's ``mean``, 0 when undefined because one side ranks every architecture
+equal, ``spearman`` then being null) and over the ``top_fraction`` of architectures the proxy
 ranks best (``spearman_top``; DM: top 5 %), and the architecture the proxy picks with its reference accuracy
 (DM Table 5's "Performance") beside the best reference architecture.
 
@@ -219,7 +220,8 @@ class NasProxy(Evaluator):
                  for a, p, r in zip(self.architectures, proxy_mean, reference_mean)]
         return {
             "metric": "spearman", "application": APPLICATION,
-            "mean": float("nan") if rho is None else rho,
+            # a ranking with every architecture tied carries no rank information: 0, with spearman null
+            "mean": 0.0 if rho is None else rho,
             "std": float(np.std(per_seed)) if len(per_seed) > 1 else 0.0,
             "num_models": n,
             "spearman": rho, "spearman_top": rho_top, "top_architectures": len(top),
