@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--device", help="cpu, cuda or cuda:N (overrides the recipe's device)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--repeats", type=int, metavar="N",
+                   help="distil and evaluate N sets with derived seeds (sets run.repeats; the papers' num_exp)")
 
     p = sub.add_parser("eval", help="re-evaluate a saved synthetic set", description="Evaluate RUN_DIR's synset.")
     p.add_argument("run_dir", type=Path)
@@ -50,6 +52,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pixels", action="store_true",
                    help="npz/pt: [0, 1]-scale pixels (x * std + mean, unclipped) instead of normalised images")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+
+    p = sub.add_parser("report", help="results beside the papers' numbers (markdown table + accuracy plot)",
+                       description="Summarise run directories or result files (JSON) as a markdown table beside the "
+                                   "papers' values, and plot accuracy against step. Without inputs: regenerate "
+                                   "docs/reproduction.md from docs/results/*.json.")
+    p.add_argument("inputs", nargs="*", type=Path, metavar="RUN_DIR_OR_RESULT",
+                   help="run directories (plain or repeats) or result files written by --save")
+    p.add_argument("--out", type=Path, help="write the markdown here (default: stdout; no inputs: docs/reproduction.md)")
+    p.add_argument("--plot", type=Path, help="write the accuracy-vs-step PNG here (no inputs: "
+                                              "docs/reproduction-curves.png)")
+    p.add_argument("--save", type=Path, metavar="DIR", help="also write each input's result file (JSON) into DIR")
+    p.add_argument("--title", default="Reproduction", help="the report's title")
+    p.add_argument("--preamble", type=Path, help="markdown placed under the title (no inputs: "
+                                                  "docs/results/preamble.md when it exists)")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if --out is stale")
 
     sub.add_parser("plugins", help="list plugins, distributions, versions and their components")
 
@@ -76,22 +93,55 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_run(args) -> int:
     from ddcore.distributed import shutdown
     from ddcore.engine import Run
+    from ddcore.recipe import load_recipe
 
     out = args.out
     if out is None:
         out = Path("runs") / f"{Path(args.recipe).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     if args.resume and args.out is None:
         raise UserError("--resume needs --out DIR (the run to continue)")
-    run = Run.from_file(args.recipe, args.overrides, out_dir=out, device=args.device, resume=args.resume,
-                        progress=False if args.no_progress else None)
+    overrides = list(args.overrides)
+    if args.repeats is not None:
+        if args.repeats < 1:
+            raise UserError(f"--repeats: expected a positive integer, got {args.repeats}")
+        overrides.append(f"run.repeats={args.repeats}")
+    recipe = load_recipe(args.recipe, overrides)
+
+    def make_run(r, *, out_dir, resume):
+        return Run(r, out_dir=out_dir, device=args.device, resume=resume,
+                   progress=False if args.no_progress else None)
+
+    if recipe.run.repeats > 1:
+        from ddcore.repeats import run_repeats
+
+        print(f"ddcore: run -> {out} ({recipe.run.repeats} sets)")
+        record = run_repeats(recipe, out, make_run=make_run, resume=args.resume)
+        pooled = record["pooled"]
+        print(json.dumps({"synset": _summary(pooled["synset"]), "sets": pooled["sets"],
+                          **{f"baseline_{k}": _summary(v) for k, v in pooled["baselines"].items()}}))
+        _print_paper(record.get("paper"), pooled["synset"])
+        shutdown()
+        return 0
+    run = make_run(recipe, out_dir=out, resume=args.resume)
     if run.dist.is_main:
         print(f"ddcore: run -> {out}")
     results = run.execute()
     if results is not None and run.dist.is_main:
         print(json.dumps({"synset": _summary(results["synset"]),
                           **{f"baseline_{k}": _summary(v) for k, v in results["baselines"].items()}}))
+        _print_paper(results.get("paper"), results["synset"])
     shutdown()
     return 0
+
+
+def _print_paper(paper: Optional[dict], ours: dict) -> None:
+    """One line: the published value beside ours, and the difference."""
+    if not paper:
+        return
+    where = ", ".join(p for p in (paper.get("source"), paper.get("table")) if p)
+    print(f"paper ({where}; ipc {paper.get('ipc')}): {paper['mean']:.2f} ± {paper['std']:.2f} | ours: "
+          f"{ours['mean']:.2f} ± {ours['std']:.2f} ({ours.get('num_models')} models) | "
+          f"difference {ours['mean'] - paper['mean']:+.2f}")
 
 
 def _summary(r: dict) -> dict:
@@ -179,8 +229,15 @@ def cmd_new_plugin(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "eval": cmd_eval, "export": cmd_export, "plugins": cmd_plugins, "recipe": cmd_recipe, "docs": cmd_docs,
-            "new-plugin": cmd_new_plugin}
+def cmd_report(args) -> int:
+    from ddcore.report import main_report
+
+    return main_report(list(args.inputs), out=args.out, plot=args.plot, save=args.save, check=args.check,
+                       title=args.title, preamble=args.preamble)
+
+
+COMMANDS = {"report": cmd_report, "run": cmd_run, "eval": cmd_eval, "export": cmd_export, "plugins": cmd_plugins,
+            "recipe": cmd_recipe, "docs": cmd_docs, "new-plugin": cmd_new_plugin}
 
 
 def main(argv: Optional[list[str]] = None) -> int:

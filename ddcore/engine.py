@@ -82,6 +82,9 @@ class Run:
         self.start_step = 0
         self.evaluations: list[dict[str, Any]] = []
         self._baseline_results: dict[str, Any] = {}
+        # wall-clock seconds of this run before this process (restored on resume) and this process's start
+        self._wall_before = 0.0
+        self._t_start = time.perf_counter()
 
     @classmethod
     def from_file(cls, path: str | Path, overrides: list[str] = (), **kwargs) -> "Run":
@@ -159,6 +162,7 @@ class Run:
             "augmentations": [a.state_dict() for a in self.build_ctx.augmentations],
             "rng_cpu": torch.get_rng_state(),
             "evaluations": json.dumps(self.evaluations),
+            "wall_s": self.wall_s(),
         }
         if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
@@ -177,6 +181,7 @@ class Run:
             torch.cuda.set_rng_state(state["rng_cuda"], self.device)
         self.evaluations = json.loads(state["evaluations"])
         self.start_step = int(state["step"])
+        self._wall_before = float(state.get("wall_s", 0.0))
 
     # -- the loop -------------------------------------------------------------------------------------
     def _real_batch(self, step: int) -> Optional[RealBatch]:
@@ -238,6 +243,7 @@ class Run:
             if not ckpt.exists():
                 raise UserError(f"--resume: no checkpoint at {ckpt}")
             self.load_state_dict(load_checkpoint(ckpt, self.device))
+        self._t_start = time.perf_counter()
         self._write_manifest()
         hook = self.host.hook
         hook.ddcore_run_started(run=self, build=self.build_ctx, start_step=self.start_step)
@@ -285,6 +291,10 @@ class Run:
         hook.ddcore_run_finished(run=self, results=results)
         return results
 
+    def wall_s(self) -> float:
+        """Wall-clock seconds this run has taken so far (across resumes)."""
+        return self._wall_before + time.perf_counter() - self._t_start
+
     # -- evaluation -----------------------------------------------------------------------------------
     def budget_images(self) -> int:
         return max(1, round(self.parameterization.storage_floats() / self.build_ctx.info.floats_per_image))
@@ -295,6 +305,7 @@ class Run:
         if self.evaluator is None:
             raise UserError("eval: the recipe has no [eval] section")
         seed = derive_seed(self.recipe.seed, "eval")
+        t_eval = time.perf_counter()
         self.dist.merge(self)  # class-sharded: every rank gets the merged synthetic set
         with torch.no_grad():
             syn = self.build_ctx.expand(self.parameterization.materialize()).detach()
@@ -306,6 +317,13 @@ class Run:
                 self._baseline_results[kind] = self.dist.evaluate(self.evaluator, base.detach(), seed=seed)
             result["baselines"][kind] = self._baseline_results[kind]
         result["budget_images"] = budget
+        paper = self.recipe.paper_value()
+        if paper is not None:
+            p = self.recipe.paper
+            result["paper"] = {"mean": paper.mean, "std": paper.std, "source": p.source, "table": p.table,
+                               "ipc": self.recipe.ipc}
+        result["eval_s"] = time.perf_counter() - t_eval
+        result["wall_s"] = self.wall_s()
         self.evaluations.append(result)
         self._write_eval()
         self.host.hook.ddcore_evaluated(run=self, step=step, results=result)
@@ -340,9 +358,10 @@ class Run:
         manifest = {
             "recipe": self.recipe.file,
             "name": self.recipe.name,
+            "command": _command_line(),
             "seed": self.recipe.seed,
             "device": str(self.device),
-            "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor() or platform.machine(),
+            "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else _cpu_name(),
             "torch": torch.__version__,
             "python": platform.python_version(),
             "plugins": [
@@ -456,6 +475,30 @@ def _recipe_identity(text: str) -> str:
     data = tomllib.loads(text)
     data.pop("run", None)
     return json.dumps(data, sort_keys=True)
+
+
+def _cpu_name() -> str:
+    """The CPU model and the intra-op threads torch uses, e.g. ``AMD EPYC 7B13, 2 threads``."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name}, {torch.get_num_threads()} threads"
+
+
+def _command_line() -> Optional[str]:
+    """The command that started this process, as typed (``ddcore run …``), for the run's record."""
+    import shlex
+    import sys
+
+    if not sys.argv or not sys.argv[0]:
+        return None
+    argv = ["ddcore" if Path(sys.argv[0]).name in ("ddcore", "__main__.py") else sys.argv[0], *sys.argv[1:]]
+    return shlex.join(argv)
 
 
 def _git_revision() -> Optional[str]:
