@@ -35,6 +35,7 @@ from ddcore.config import NoConfig, option  # noqa: E402
 from ddcore.context import BuildContext, StepContext, derive_seed  # noqa: E402
 from ddcore.errors import DataError, PluginError, RecipeError, UserError  # noqa: E402
 from ddcore.types import DatasetInfo, RealBatch, SynBatch  # noqa: E402
+from ddcore.synset_io import SynsetDataset, export_synset, load_synset  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -62,7 +63,10 @@ __all__ = [
     "StepContext",
     "SynBatch",
     "SynOptimizer",
+    "SynsetDataset",
     "UserError",
     "derive_seed",
+    "export_synset",
+    "load_synset",
     "option",
 ]

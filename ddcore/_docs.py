@@ -72,6 +72,9 @@ TOP_LEVEL_DOCS: dict[str, tuple[str, str, str]] = {
                                   "`--set` syntax) applied when `synset.ipc` is N, over the recipe's own values "
                                   "but under a `--set` of the same key; consumed (the resolved recipe holds the "
                                   "applied values)."),
+    "track": ("table", "(none: no tracking)", "Experiment tracking, read and validated by the ddcore-track plugin "
+                                              "(which the recipe must then list in `plugins`); see "
+                                              "plugins/ddcore-track/README.md."),
 }
 
 

@@ -1,4 +1,4 @@
-"""Command line: ``ddcore run | eval | plugins | recipe check | docs | new-plugin``.
+"""Command line: ``ddcore run | eval | export | plugins | recipe check | docs | new-plugin``.
 
 Exit codes: 0 success, 2 user error (one line on stderr; ``--debug`` adds the traceback), 1 bug.
 """
@@ -45,6 +45,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path)
     _add_set(p)
     p.add_argument("--device", help="cpu, cuda or cuda:N")
+
+    p = sub.add_parser("export", help="write a run's synthetic set for tools outside ddcore",
+                       description="Write RUN_DIR's synthetic set as the evaluator trains on it (expanded, "
+                                   "normalised): PNGs in class folders (torchvision ImageFolder), an .npz or a .pt.")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--format", dest="fmt", required=True, choices=("imagefolder", "npz", "pt"))
+    p.add_argument("--out", type=Path, required=True, help="output directory (must not exist or be empty)")
+    p.add_argument("--no-expand", action="store_true",
+                   help="the parameterization's raw output, before expansion augmentations (IDM partition)")
+    p.add_argument("--pixels", action="store_true",
+                   help="npz/pt: [0, 1]-scale pixels (x * std + mean, unclipped) instead of normalised images")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
 
     p = sub.add_parser("report", help="results beside the papers' numbers (markdown table + accuracy plot)",
                        description="Summarise run directories or result files (JSON) as a markdown table beside the "
@@ -190,6 +202,15 @@ def _read_eval_history(path: Path) -> list:
     return records
 
 
+def cmd_export(args) -> int:
+    from ddcore.synset_io import export_synset
+
+    written = export_synset(args.run_dir, args.out, args.fmt, expand=not args.no_expand, normalized=not args.pixels,
+                            device=args.device)
+    print(f"ddcore export: wrote {len(written)} file(s) to {args.out}")
+    return 0
+
+
 def cmd_plugins(args) -> int:
     from ddcore.plugins import get_host
 
@@ -268,8 +289,8 @@ def cmd_report(args) -> int:
                        title=args.title, preamble=args.preamble)
 
 
-COMMANDS = {"report": cmd_report, "run": cmd_run, "eval": cmd_eval, "plugins": cmd_plugins, "recipe": cmd_recipe, "docs": cmd_docs,
-            "new-plugin": cmd_new_plugin}
+COMMANDS = {"report": cmd_report, "run": cmd_run, "eval": cmd_eval, "export": cmd_export, "plugins": cmd_plugins,
+            "recipe": cmd_recipe, "docs": cmd_docs, "new-plugin": cmd_new_plugin}
 
 
 def main(argv: Optional[list[str]] = None) -> int:

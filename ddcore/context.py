@@ -55,6 +55,7 @@ class BuildContext:
         world_size: int = 1,
         log: Callable[[str], None] = print,
         hot_path: Optional[HotPath] = None,
+        progress: bool = False,
     ):
         self.recipe = recipe
         self.registry = registry
@@ -80,6 +81,8 @@ class BuildContext:
         self.shared: dict[Any, Any] = {}
         #: The run's resolved speed switches (``[run] channels_last`` / ``real_chunk`` / ``compile``).
         self.hot_path = hot_path if hot_path is not None else HotPath()
+        #: Whether the run shows progress (``[run] progress`` / ``--no-progress``); see :meth:`progress_task`.
+        self.progress = progress
 
     # -- data ---------------------------------------------------------------------------------------
     @property
@@ -122,6 +125,17 @@ class BuildContext:
                 return ctx.__exit__(*exc)
 
         return _Seeded()
+
+    def progress_task(self, label: str, total: int, *, unit: str = "models"):
+        """A :class:`ddcore._progress.TaskProgress` for a job of ``total`` units (models trained, teachers, ...).
+
+        Call ``advance()`` as units finish and ``close()`` at the end (or use it as a context manager). It
+        shows a bar in a terminal and a periodic log line otherwise; it is silent when the run shows no
+        progress and on ranks other than 0.
+        """
+        from ddcore._progress import TaskProgress
+
+        return TaskProgress(label, total, enabled=self.progress and self.rank == 0, log=self.log, unit=unit)
 
     # -- components ---------------------------------------------------------------------------------
     def make_backbone(

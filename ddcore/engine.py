@@ -136,6 +136,7 @@ class Run:
             recipe=recipe, registry=reg, info=info, device=self.device, seed=recipe.seed, train=train,
             test_loader=load_test, cache_dir=cache_dir(), out_dir=self.out_dir, log=self.log,
             rank=self.dist.rank, world_size=self.dist.world_size, hot_path=self.hot_path,
+            progress=self.show_progress,
         )
         b.augmentations = [
             reg.get("augmentation", a.name).factory(cfg[f"augment[{i}]"], b) for i, a in enumerate(recipe.augment)

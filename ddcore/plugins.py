@@ -251,13 +251,32 @@ class PluginHost:
         hint = " (plugin autoload is disabled by DDCORE_DISABLE_PLUGIN_AUTOLOAD)" if autoload_disabled() else ""
         raise PluginError(
             f"{where}: required plugin distribution(s) not installed: {', '.join(missing)}{hint}; "
-            f"loaded: {', '.join(sorted(self.distributions()))}"
+            f"loaded: {', '.join(sorted(self.distributions()))}; install with: {install_command(missing)}"
         )
 
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
+
+
+def install_command(distributions: Iterable[str]) -> str:
+    """``pip install`` for the given distributions: ``-e <folder>`` for plugins that live in this checkout."""
+    from pathlib import Path
+
+    plugins_dir = Path(__file__).resolve().parent.parent / "plugins"
+    args = []
+    for name in distributions:
+        folder = plugins_dir / _normalise(name)
+        if (folder / "pyproject.toml").is_file():
+            try:
+                shown = os.path.relpath(folder)
+            except ValueError:  # another drive (Windows)
+                shown = str(folder)
+            args.append(f"-e {str(folder) if shown.startswith('..') else shown}")
+        else:
+            args.append(name)
+    return "pip install " + " ".join(args)
 
 
 def _normalise(name: str) -> str:

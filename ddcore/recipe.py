@@ -131,7 +131,10 @@ DEFAULTS: dict[str, Any] = {
 }
 #: ``[eval] baselines`` when the recipe does not set it
 DEFAULT_BASELINES: tuple[str, ...] = ("random",)
-TOP_KEYS = ("name", "plugins", "seed", "device", "real", "run", "augment", "objective", "paper", "by_ipc", *SECTIONS)
+TOP_KEYS = ("name", "plugins", "seed", "device", "real", "run", "augment", "objective", "paper", "by_ipc", *SECTIONS,
+            "track")
+#: Top-level tables the core reserves for a plugin, which validates their keys itself: table -> distribution.
+PLUGIN_TABLES = {"track": "ddcore-track"}
 
 
 @attrs.define(frozen=True, kw_only=True)
@@ -247,6 +250,14 @@ def parse_recipe(data: dict, overrides: list[str] = (), *, file: Optional[str] =
     plugins = resolved.get("plugins", [])
     if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
         raise RecipeError("expected an array of distribution names", file=file, key="plugins")
+    for table, owner in PLUGIN_TABLES.items():
+        if table not in resolved:
+            continue
+        if not isinstance(resolved[table], dict):
+            raise RecipeError(f"expected a table ([{table}]), got {type(resolved[table]).__name__}", file=file, key=table)
+        if owner not in {p.lower().replace("_", "-") for p in plugins}:
+            raise RecipeError(f"[{table}] is read by the {owner} plugin; add it to the recipe's plugins "
+                              f"(plugins = [..., \"{owner}\"])", file=file, key=table)
     scalars = {"name": (str, ""), "seed": (int, 0), "device": (str, "auto")}
     values = {}
     for key, (tp, default) in scalars.items():

@@ -146,8 +146,11 @@ class TrainFromScratch(Evaluator):
         return lambda x: build.augment_random(x, generator)
 
     def _train_and_test(self, arch: str, images, labels, loss: str, seed: int,
-                        indices: Optional[Sequence[int]] = None) -> list[float]:
-        """Accuracies (percent) of models ``indices`` (default: all ``num_models``) of ``arch``, in that order."""
+                        indices: Optional[Sequence[int]] = None, progress=None) -> list[float]:
+        """Accuracies (percent) of models ``indices`` (default: all ``num_models``) of ``arch``, in that order.
+
+        ``progress`` (a :class:`ddcore._progress.TaskProgress`) advances as each network is tested.
+        """
         cfg = self.config
         indices = list(range(cfg.num_models)) if indices is None else list(indices)
         build = self.build
@@ -159,7 +162,10 @@ class TrainFromScratch(Evaluator):
 
         def train_and_test(net, generator, augment) -> float:
             train_classifier(net, images, labels, generator=generator, augment=augment, **train_kwargs)
-            return evaluate_accuracy(net, test, cfg.test_batch_size, limit=cfg.test_limit)
+            acc = evaluate_accuracy(net, test, cfg.test_batch_size, limit=cfg.test_limit)
+            if progress is not None:
+                progress.advance()
+            return acc
 
         accs: list[torch.Tensor | float] = []
         group = cfg.max_parallel or cfg.num_models
@@ -176,6 +182,8 @@ class TrainFromScratch(Evaluator):
                     augments=None if augs[0] is None else augs, write_back=False, **train_kwargs,
                 )
                 accs.extend(ensemble_accuracy(ens, test, cfg.test_batch_size, limit=cfg.test_limit).tolist())
+                if progress is not None:
+                    progress.advance(len(members))
                 continue
             jobs = [functools.partial(train_and_test, net, g, aug) for net, g, aug in zip(nets, gens, augs)]
             workers, per_worker = 1, 1
@@ -197,9 +205,11 @@ class TrainFromScratch(Evaluator):
         for arch, i in units:
             by_arch.setdefault(arch, []).append(int(i))
         values = {}
-        for arch, idx in by_arch.items():
-            for i, v in zip(idx, self._train_and_test(arch, synset.images, labels, loss, seed, indices=idx)):
-                values[(arch, i)] = v
+        with self.build.progress_task("eval", len(units)) as progress:
+            for arch, idx in by_arch.items():
+                trained = self._train_and_test(arch, synset.images, labels, loss, seed, indices=idx, progress=progress)
+                for i, v in zip(idx, trained):
+                    values[(arch, i)] = v
         return [values[(arch, int(i))] for arch, i in units]
 
     def summarize(self, synset: SynBatch, results: Sequence[tuple[tuple[str, int], float]]) -> dict[str, Any]:

@@ -105,6 +105,7 @@ def load_or_train_pool(config: PoolConfig, build, log=None) -> list[nn.Module]:
     directory.mkdir(parents=True, exist_ok=True)
     log = log or getattr(build, "log", print)
     nets = []
+    progress = build.progress_task("iid pool", config.size, unit="networks") if hasattr(build, "progress_task") else None
     for i in range(config.size):
         path = directory / f"member_{i:04d}.safetensors"
         if path.exists():
@@ -118,6 +119,10 @@ def load_or_train_pool(config: PoolConfig, build, log=None) -> list[nn.Module]:
             save_file({k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}, str(tmp))
             os.replace(tmp, path)
         nets.append(_freeze(net))
+        if progress is not None:
+            progress.advance()
+    if progress is not None:
+        progress.close()
     _MEMO[memo_key] = nets
     return nets
 

@@ -12,7 +12,7 @@ device (kornia), in [0, 1] pixel space; the trunk sees normalised views, like ev
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import kornia.augmentation as KA
 import torch
@@ -125,6 +125,7 @@ def train_barlow_twins(
     min_scale: float = 0.08,
     amp: bool = True,
     log: Callable[[str], None] = print,
+    on_epoch_end: Optional[Callable[[int], None]] = None,
 ) -> list[float]:
     """Train ``trunk`` in place with Barlow Twins on uint8 ``images`` ``[N, C, H, W]``; returns epoch losses.
 
@@ -176,4 +177,6 @@ def train_barlow_twins(
         losses.append(float(total_loss / steps_per_epoch))  # one host sync per epoch
         if epoch == 0 or (epoch + 1) % max(1, epochs // 10) == 0 or epoch + 1 == epochs:
             log(f"[krr teacher] Barlow Twins epoch {epoch + 1}/{epochs}: loss {losses[-1]:.4f}")
+        if on_epoch_end is not None:  # progress (done epochs)
+            on_epoch_end(epoch + 1)
     return losses

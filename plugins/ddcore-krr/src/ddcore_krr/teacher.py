@@ -227,13 +227,18 @@ def build_teacher(config: TeacherConfig, build: Any) -> Teacher:
             return Teacher(net.to(device), feature_batch=config.feature_batch, source="cache", key=key)
         net = net.to(device)
         info = build.info
+        progress = build.progress_task("krr teacher", config.epochs, unit="epochs") \
+            if hasattr(build, "progress_task") else None
         train_barlow_twins(
             net, images, mean=torch.tensor(info.mean), std=torch.tensor(info.std), epochs=config.epochs,
             batch_size=config.batch_size, lr=config.lr, optimizer=config.optimizer,
             weight_decay=config.weight_decay, momentum=config.momentum, lars_eta=config.lars_eta,
             warmup_epochs=config.warmup_epochs, projector_dims=config.projector, lambd=config.lambd,
             scale_loss=config.scale_loss, min_scale=config.min_scale, amp=config.amp, log=build.log,
+            on_epoch_end=None if progress is None else (lambda _: progress.advance()),
         )
+        if progress is not None:
+            progress.close()
     if config.cache:
         _atomic_save(net.state_dict(), path, {"key": key, "config": json.dumps(attrs.asdict(config), default=list)})
         build.log(f"[krr teacher] cached teacher at {path}")

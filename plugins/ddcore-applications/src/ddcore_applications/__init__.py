@@ -1,0 +1,1 @@
+"""Applications of a distilled set as ddcore evaluators: ``continual`` (GDumb memory) and ``nas_proxy``."""

@@ -1,0 +1,1 @@
+"""Experiment tracking for ddcore runs: TensorBoard event files fed from the lifecycle hooks."""
