@@ -227,6 +227,11 @@ class PluginHost:
             out.append(PluginInfo(name, dist, version, tuple(self._components.get(name, ()))))
         return out
 
+    def plugin_distribution(self, name: str) -> Optional[str]:
+        """The distribution a loaded plugin (by its registered name) comes from, or ``None``."""
+        entry = self._dists.get(name)
+        return entry[0] if entry else None
+
     def distributions(self) -> dict[str, str]:
         """Distribution name → version of every loaded plugin (``ddcore`` included)."""
         return {dist: version for dist, version in self._dists.values()}

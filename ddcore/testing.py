@@ -688,12 +688,27 @@ def contract_tests(distribution: str, *, src: Iterable[str | Path] = (), public_
         elif check is None:
             broken = host.broken.get(distribution) or next(
                 (b for b in host.broken.values() if b.distribution.lower() == distribution.lower()), None)
+            if broken is None and _lifecycle_hooks(distribution, host):
+                return  # a lifecycle-only plugin (a logger, a tracker): it implements hooks, registers nothing
             raise AssertionError(broken.line() if broken else
-                                 f"{distribution}: registers no component (a forgotten @ddcore.hookimpl?)")
+                                 f"{distribution}: registers no component and implements no hook "
+                                 f"(a forgotten @ddcore.hookimpl?)")
         else:
             smoke_test(check, tmp_path, host=host)
 
     return test_contract
+
+
+def _lifecycle_hooks(distribution: str, host) -> list[str]:
+    """Names of the ``ddcore_*`` hooks the plugins of ``distribution`` implement (registration hooks included)."""
+    want = distribution.lower().replace("_", "-")
+    names = []
+    for name, plugin in host.pm.list_name_plugin():
+        dist = host.plugin_distribution(name)
+        if dist is None or dist.lower().replace("_", "-") != want:
+            continue
+        names += [caller.name for caller in (host.pm.get_hookcallers(plugin) or [])]
+    return sorted(set(names))
 
 
 def write_fake_mnist(root: Path) -> None:
