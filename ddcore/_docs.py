@@ -64,6 +64,14 @@ TOP_LEVEL_DOCS: dict[str, tuple[str, str, str]] = {
     "eval": ("table", "(none: no evaluation)", "Evaluator of the synthetic set (kind `evaluator`)."),
     "real": ("table", "see below", "How real batches are drawn each step (engine-owned, `RealConfig`)."),
     "run": ("table", "see below", "Loop length and callback intervals (engine-owned, `RunConfig`)."),
+    "paper": ("table", "(none)", "The published values the recipe reproduces: `source`, `table`, `note` (strings) and "
+                                 "`[paper.ipc.N]` tables `{mean, std}`; `ddcore run` prints the value for the run's "
+                                 "`synset.ipc` beside the result, `eval.json` carries it and `ddcore report` "
+                                 "compares (`PaperConfig`)."),
+    "by_ipc": ("table", "(none)", "Per-IPC settings: `[by_ipc.N]` tables of `\"key.path\" = value` entries (the "
+                                  "`--set` syntax) applied when `synset.ipc` is N, over the recipe's own values "
+                                  "but under a `--set` of the same key; consumed (the resolved recipe holds the "
+                                  "applied values)."),
 }
 
 

@@ -13,6 +13,7 @@ wrong type or a value outside ``choices`` raises :class:`~ddcore.errors.RecipeEr
 
 from __future__ import annotations
 
+import math
 import typing
 from typing import Any, Iterable, Optional
 
@@ -28,12 +29,22 @@ __all__ = [
 
 DOC = "ddcore_doc"
 CHOICES = "ddcore_choices"
+NONFINITE = "ddcore_nonfinite"
+KIND = "ddcore_component_kind"
 
 
 def option(default: Any = attrs.NOTHING, doc: str = "", *, choices: Optional[Iterable[Any]] = None,
-           factory: Any = None, validator: Any = None) -> Any:
-    """An attrs field carrying a doc string (for the generated recipe reference) and optional choices."""
-    metadata = {DOC: doc}
+           factory: Any = None, validator: Any = None, allow_nonfinite: bool = False,
+           kind: Optional[str] = None) -> Any:
+    """An attrs field carrying a doc string (for the generated recipe reference) and optional choices.
+
+    Numbers in an option must be finite unless ``allow_nonfinite`` (a NaN passes every ``<=`` check and would
+    silently poison a run). ``kind`` names the registry kind of a nested :class:`ComponentRef` option (or list of
+    them), so ``ddcore recipe check`` validates the nested component too.
+    """
+    metadata = {DOC: doc, NONFINITE: allow_nonfinite}
+    if kind is not None:
+        metadata[KIND] = kind
     validators = []
     if choices is not None:
         allowed = tuple(choices)
@@ -69,13 +80,13 @@ def _in_choices(allowed: tuple):
 
 def positive(instance, attribute, value):
     """attrs validator: the value must be > 0."""
-    if value <= 0:
+    if not value > 0:  # written so that NaN fails too
         raise OptionValueError(attribute.name, f"expected a positive number, got {value!r}")
 
 
 def non_negative(instance, attribute, value):
     """attrs validator: the value must be >= 0."""
-    if value < 0:
+    if not value >= 0:
         raise OptionValueError(attribute.name, f"expected a number >= 0, got {value!r}")
 
 
@@ -171,12 +182,34 @@ def structure(cls: type, data: Any, *, key: str = "", file: Optional[str] = None
     for name, f in fields.items():
         if f.default is attrs.NOTHING and name not in data:
             raise RecipeError(f"missing required key (expected {type_name(f.type)})", file=file, key=_join(key, name))
+        if name in data and not f.metadata.get(NONFINITE, False):
+            where = _first_nonfinite(data[name])
+            if where is not None:
+                path, value = where
+                raise RecipeError(f"expected a finite number, got {value!r}", file=file, key=_join(key, name) + path)
     try:
         return converter.structure(data, cls)
     except Exception as exc:  # noqa: BLE001 - converted into one-line user errors below
         msgs = _flatten(exc)
         path, msg = msgs[0]
         raise RecipeError(msg, file=file, key=_join(key, path)) from exc
+
+
+def _first_nonfinite(value: Any, path: str = "") -> Optional[tuple[str, float]]:
+    """``(sub-path, value)`` of the first NaN/inf inside a TOML value (lists and tables included), else None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path, value
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            found = _first_nonfinite(v, f"{path}[{i}]")
+            if found is not None:
+                return found
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found = _first_nonfinite(v, f"{path}.{k}")
+            if found is not None:
+                return found
+    return None
 
 
 def _join(prefix: str, name: str) -> str:
@@ -221,6 +254,11 @@ def doc_of(field: attrs.Attribute) -> str:
 
 def choices_of(field: attrs.Attribute) -> Optional[tuple]:
     return field.metadata.get(CHOICES)
+
+
+def component_kind_of(field: attrs.Attribute) -> Optional[str]:
+    """The registry kind of a nested component option (``option(kind=...)``), else None."""
+    return field.metadata.get(KIND)
 
 
 def describe(cls: type) -> list[dict[str, Any]]:

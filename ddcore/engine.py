@@ -7,8 +7,12 @@ components resolved through the registry.
 from __future__ import annotations
 
 import json
+import math
+import os
 import platform
+import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,10 +21,20 @@ from typing import Any, Optional
 import attrs
 import torch
 
-from ddcore.artifacts import atomic_write_bytes, atomic_write_text, load_checkpoint, save_checkpoint, save_grid, save_synset
+from ddcore.artifacts import (
+    LOCK_NAME,
+    RunLock,
+    atomic_write_text,
+    clean_stale_temporaries,
+    dumps_strict,
+    load_checkpoint,
+    save_checkpoint,
+    save_grid,
+    save_synset,
+)
 from ddcore.context import BuildContext, StepContext, derive_seed
 from ddcore.distributed import init_from_env
-from ddcore.errors import PluginError, RecipeError, UserError
+from ddcore.errors import Interrupted, PluginError, RecipeError, RunDiverged, UserError
 from ddcore.files import cache_root
 from ddcore.hotpath import HotPath
 from ddcore.plugins import PluginHost, get_host
@@ -30,6 +44,9 @@ from ddcore.types import RealBatch, SynBatch
 __all__ = ["Run", "load_synset_into", "resolve_device"]
 
 CHECKPOINT = "checkpoint/state.pt"
+#: files a run writes into its directory (each must be creatable as a file: checked before the first step)
+ARTEFACTS = ("recipe.toml", "manifest.json", "metrics.jsonl", "eval.json", "synset.safetensors", "synset.png",
+             CHECKPOINT)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -84,6 +101,12 @@ class Run:
         self.start_step = 0
         self.evaluations: list[dict[str, Any]] = []
         self._baseline_results: dict[str, Any] = {}
+        self._lock: Optional[RunLock] = None
+        self.last_checkpoint: Optional[tuple[Path, int]] = None  # (file, step) of the last good checkpoint
+        self._first_nonfinite: Optional[torch.Tensor] = None  # per objective term: first bad step (1-based) or -1
+        # wall-clock seconds of this run before this process (restored on resume) and this process's start
+        self._wall_before = 0.0
+        self._t_start = time.perf_counter()
 
     @classmethod
     def from_file(cls, path: str | Path, overrides: list[str] = (), **kwargs) -> "Run":
@@ -100,6 +123,7 @@ class Run:
         # Data sources are built before the BuildContext exists; they see the recipe (to resolve relative paths).
         source = reg.get("data", recipe.data.name).factory(cfg["data"], SimpleNamespace(recipe=recipe, file=recipe.file))
         info = source.info()
+        _preflight_synset_memory(cfg["synset"], info, self.device, file=recipe.file)
         images, labels = source.load("train")
         train = ClassIndexedData(images, labels, info, self.device)
 
@@ -160,7 +184,8 @@ class Run:
             "objectives": [obj.state_dict() for _, _, obj in self.objectives],
             "augmentations": [a.state_dict() for a in self.build_ctx.augmentations],
             "rng_cpu": torch.get_rng_state(),
-            "evaluations": json.dumps(self.evaluations),
+            "evaluations": dumps_strict(self.evaluations),
+            "wall_s": self.wall_s(),
         }
         if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
@@ -179,6 +204,7 @@ class Run:
             torch.cuda.set_rng_state(state["rng_cuda"], self.device)
         self.evaluations = json.loads(state["evaluations"])
         self.start_step = int(state["step"])
+        self._wall_before = float(state.get("wall_s", 0.0))
 
     # -- the loop -------------------------------------------------------------------------------------
     def _real_batch(self, step: int) -> Optional[RealBatch]:
@@ -220,6 +246,7 @@ class Run:
             for i, (name, weight, objective) in enumerate(self.objectives):
                 term = self._checked_term(i, objective(ctx)).float()
                 ctx.log(f"loss/{name}", term)
+                self._track_nonfinite(i, step, term)
                 total = weight * term if total is None else total + weight * term
         self.optimizer.zero_grad()
         with _Tf32(tf32):
@@ -230,6 +257,14 @@ class Run:
         self.optimizer.step()
         self.sampler.after_step(ctx)
         return total.detach(), ctx
+
+    def _track_nonfinite(self, index: int, step: int, term: torch.Tensor) -> None:
+        """Remember on the device the first step at which each term went non-finite (no host sync per step)."""
+        if self._first_nonfinite is None:
+            self._first_nonfinite = torch.full((len(self.objectives),), -1, dtype=torch.int64, device=term.device)
+        first = self._first_nonfinite[index]
+        newly = ~torch.isfinite(term.detach()).all() & (first < 0)
+        self._first_nonfinite[index] = torch.where(newly, torch.full_like(first, step + 1), first)
 
     def _checked_term(self, index: int, term: Any) -> torch.Tensor:
         """A term's return value, or one line blaming ``objective[index]``, its component and distribution.
@@ -245,25 +280,50 @@ class Run:
                           f"{got}; expected a 0-d floating-point tensor on {self.device} (a bug in the plugin)")
 
     def execute(self) -> Optional[dict[str, Any]]:
-        """Run (or resume) the loop, evaluate, write artefacts; returns the final evaluation."""
-        self._prepare_out_dir()
+        """Run (or resume) the loop, evaluate, write artefacts; returns the final evaluation.
+
+        The output directory is held (``run.lock``) from before the data loads until this returns or raises.
+        """
+        self._claim_out_dir()
+        stop = _StopSignals(enabled=not self.dist.active)
+        try:
+            with stop:
+                return self._execute(stop)
+        except Interrupted:
+            raise
+        except KeyboardInterrupt:
+            # outside the step loop (data loading, evaluation): no consistent state to save now
+            saved = self._last_good() if self.last_checkpoint is not None or self.out_dir is None else \
+                "no checkpoint was written (--resume starts from step 0)"
+            hint = "; continue with --resume" if self.last_checkpoint is not None else ""
+            raise Interrupted(f"interrupted by {stop.name}: {saved}{hint}", exit_code=128 + stop.signum) from None
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
+    def _execute(self, stop: "_StopSignals") -> Optional[dict[str, Any]]:
         self.build()
+        cfg = self.recipe.run
+        total_steps = cfg.iterations
         if self.resume:
-            ckpt = self.out_dir / CHECKPOINT
-            if not ckpt.exists():
-                raise UserError(f"--resume: no checkpoint at {ckpt}")
-            self.load_state_dict(load_checkpoint(ckpt, self.device))
+            self._restore()
+            if self.start_step > total_steps:
+                raise UserError(
+                    f"--resume: run.iterations = {total_steps} is below the checkpoint's step {self.start_step} "
+                    f"({self.out_dir / CHECKPOINT}); a run cannot go back: pass run.iterations >= {self.start_step}")
+            self._trim_metrics(self.start_step)
+        self._t_start = time.perf_counter()
         self._write_manifest()
         hook = self.host.hook
         hook.ddcore_run_started(run=self, build=self.build_ctx, start_step=self.start_step)
-        cfg = self.recipe.run
         if self.dist.active:
             self.log(f"distributed: {self.dist.describe()}")
-        total_steps = cfg.iterations
         t0 = time.perf_counter()
         last_log = (self.start_step, t0)
         progress = self._progress(total_steps)
+        done = self.start_step
         try:
+            stop.in_loop = True
             for step in range(self.start_step, total_steps):
                 loss, ctx = self.step(step)
                 hook.ddcore_step_end(run=self, ctx=ctx, loss=loss)
@@ -278,6 +338,7 @@ class Run:
                                    elapsed_s=now - t0)
                     last_log = (done, now)
                     self._append_metrics(metrics)
+                    self._check_finite_loss(done, metrics)
                     hook.ddcore_metrics(run=self, step=done, metrics=metrics)
                     progress.update(done, metrics["loss"])
                 else:
@@ -286,19 +347,103 @@ class Run:
                     self.evaluate(done)
                 if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done != total_steps:
                     self._checkpoint(done)
+                if stop.requested:
+                    self._stop_at(done, stop)
+            stop.in_loop = False
+            # The checkpoint comes before the final evaluation (the longest phase): an interrupt there loses no step.
+            self._checkpoint(total_steps)
+            if stop.requested:
+                self._stop_at(total_steps, stop, saved=True)
         finally:
+            stop.in_loop = False
             progress.close()
         results = None
         if self.evaluator is not None and cfg.eval_at_end and (
             not self.evaluations or self.evaluations[-1]["step"] != total_steps
         ):
             results = self.evaluate(total_steps)
+            self._checkpoint(total_steps)  # records the evaluation, so a resumed finished run does not repeat it
         elif self.evaluations:
             results = self.evaluations[-1]
-        self._checkpoint(total_steps)
         self.save_artifacts()
         hook.ddcore_run_finished(run=self, results=results)
         return results
+
+    def _stop_at(self, done: int, stop: "_StopSignals", saved: bool = False) -> None:
+        """A requested stop (Ctrl-C, SIGTERM) between steps: checkpoint the finished steps, then raise."""
+        if not saved:
+            self._checkpoint(done)
+        where = f"checkpoint at step {done} written to {self.out_dir / CHECKPOINT}; continue with --resume" \
+            if self.out_dir is not None else f"stopped at step {done} (no output directory: nothing saved)"
+        raise Interrupted(f"interrupted by {stop.name}: {where}", exit_code=128 + stop.requested)
+
+    def _check_finite_loss(self, step: int, metrics: dict[str, Any]) -> None:
+        """Stop a diverged run at the logging point (host values: no extra sync), naming the non-finite term."""
+        if all(not isinstance(v, float) or math.isfinite(v) for v in metrics.values()):
+            return
+        # the term that went non-finite first (the others usually follow it through the synthetic set)
+        firsts = self._first_nonfinite.tolist() if self._first_nonfinite is not None else []
+        bad_terms = [(first, i) for i, first in enumerate(firsts) if first > 0]
+        if bad_terms:
+            first, i = min(bad_terms)
+            name = self.objectives[i][0]
+            value = metrics.get(f"loss/{name}")
+            value = value if isinstance(value, float) and not math.isfinite(value) else "non-finite"
+            culprit = f"objective[{i}] {name!r} is {value} from step {first}"
+        else:
+            bad = next(k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v))
+            culprit = (f"the weighted total loss is {metrics['loss']}" if bad == "loss" else
+                       f"{bad!r} is {metrics[bad]}") + f" at step {step}"
+        raise RunDiverged(f"run diverged: {culprit} (seen at the log point of step {step}); {self._last_good()}")
+
+    def _last_good(self) -> str:
+        if self.last_checkpoint is None:
+            return "no checkpoint was written" if self.out_dir is not None else "nothing was saved (no output directory)"
+        path, step = self.last_checkpoint
+        return f"last good checkpoint: {path} (step {step})"
+
+    def _restore(self) -> None:
+        """``--resume``: load and validate the checkpoint; without one the run starts from step 0."""
+        if self.out_dir is None:
+            raise UserError("--resume needs an output directory")
+        path = self.out_dir / CHECKPOINT
+        if not path.exists():
+            self.log(f"--resume: no checkpoint in {self.out_dir}: starting from step 0")
+            return
+        state = load_checkpoint(path, self.device)
+        self._validate_checkpoint(state, path)
+        try:
+            self.load_state_dict(state)
+        except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as exc:
+            raise UserError(f"{path}: does not match the recipe ({str(exc).splitlines()[0]})") from exc
+        self.last_checkpoint = (path, self.start_step)
+
+    def _validate_checkpoint(self, state: dict[str, Any], path: Path) -> None:
+        """Shapes, labels and finiteness of the checkpoint's synthetic set against the built one."""
+        mine = self.parameterization.state_dict()
+        theirs = state["parameterization"]
+        if not isinstance(theirs, dict) or set(theirs) != set(mine):
+            names = sorted(theirs) if isinstance(theirs, dict) else type(theirs).__name__
+            raise UserError(f"{path}: parameterization holds {names}, the recipe builds {sorted(mine)}")
+        for name, want in mine.items():
+            got = theirs[name]
+            if not isinstance(got, torch.Tensor) or got.shape != want.shape or got.dtype != want.dtype:
+                desc = f"{got.dtype} {list(got.shape)}" if isinstance(got, torch.Tensor) else type(got).__name__
+                raise UserError(f"{path}: parameterization.{name} is {desc}, the recipe builds "
+                                f"{want.dtype} {list(want.shape)}")
+            if got.is_floating_point():
+                if not bool(torch.isfinite(got).all()):
+                    raise UserError(f"{path}: parameterization.{name} holds non-finite values")
+            elif not torch.equal(got.to(want.device), want):
+                raise UserError(f"{path}: parameterization.{name} differs from the recipe's (e.g. other labels)")
+        for key, have in (("objectives", self.objectives), ("augmentations", self.build_ctx.augmentations)):
+            if not isinstance(state[key], list) or len(state[key]) != len(have):
+                raise UserError(f"{path}: holds state for {len(state[key]) if isinstance(state[key], list) else '?'} "
+                                f"{key}, the recipe has {len(have)}")
+
+    def wall_s(self) -> float:
+        """Wall-clock seconds this run has taken so far (across resumes)."""
+        return self._wall_before + time.perf_counter() - self._t_start
 
     # -- evaluation -----------------------------------------------------------------------------------
     def budget_images(self) -> int:
@@ -310,6 +455,7 @@ class Run:
         if self.evaluator is None:
             raise UserError("eval: the recipe has no [eval] section")
         seed = derive_seed(self.recipe.seed, "eval")
+        t_eval = time.perf_counter()
         self.dist.merge(self)  # class-sharded: every rank gets the merged synthetic set
         with torch.no_grad():
             syn = self.build_ctx.expand(self.parameterization.materialize()).detach()
@@ -321,6 +467,13 @@ class Run:
                 self._baseline_results[kind] = self.dist.evaluate(self.evaluator, base.detach(), seed=seed)
             result["baselines"][kind] = self._baseline_results[kind]
         result["budget_images"] = budget
+        paper = self.recipe.paper_value()
+        if paper is not None:
+            p = self.recipe.paper
+            result["paper"] = {"mean": paper.mean, "std": paper.std, "source": p.source, "table": p.table,
+                               "ipc": self.recipe.ipc}
+        result["eval_s"] = time.perf_counter() - t_eval
+        result["wall_s"] = self.wall_s()
         self.evaluations.append(result)
         self._write_eval()
         self.host.hook.ddcore_evaluated(run=self, step=step, results=result)
@@ -328,24 +481,63 @@ class Run:
         return result
 
     # -- artefacts --------------------------------------------------------------------------------------
-    def _prepare_out_dir(self) -> None:
-        if self.out_dir is None:
-            return
-        if not self.dist.is_main and not self.resume:
+    def _claim_out_dir(self) -> None:
+        """Hold the output directory for this run and find every output-path problem before any compute.
+
+        A new run needs a new or empty folder; ``--resume`` needs a folder holding a run (``recipe.toml``). The
+        folder is held through ``run.lock`` (exclusive create) until :meth:`execute` ends.
+        """
+        out = self.out_dir
+        if out is None or not self.dist.is_main:
             return  # only rank 0 writes (and checks) the output directory
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {out}: is a file, expected a directory")
         if self.resume:
-            if not (self.out_dir / "manifest.json").exists():
-                raise UserError(f"--resume: {self.out_dir} holds no run (no manifest.json)")
-            saved = (self.out_dir / "recipe.toml").read_text()
-            if _recipe_identity(saved) != _recipe_identity(_dump_recipe(self.recipe.raw)):
-                raise UserError(
-                    f"--resume: the recipe differs from the one in {self.out_dir / 'recipe.toml'} (only run.* may change)"
-                )
-            return
-        if (self.out_dir / "manifest.json").exists():
-            raise UserError(f"--out {self.out_dir} already holds a run; pass --resume to continue it or choose another --out")
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.out_dir / "recipe.toml", _dump_recipe(self.recipe.raw))
+            if not (out / "recipe.toml").is_file():
+                raise UserError(f"--resume: {out} holds no ddcore run (no recipe.toml)")
+        elif out.exists():
+            entries = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME)
+            if entries:
+                if (out / "recipe.toml").is_file() and (out / "checkpoint").exists():
+                    raise UserError(f"--out {out} already holds a run; pass --resume to continue it or choose "
+                                    f"another --out")
+                raise UserError(f"--out {out}: the folder is not empty and holds no ddcore run ({len(entries)} "
+                                f"entries, e.g. {entries[0]!r}); choose a new or empty folder")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"--out {out}: cannot create the folder ({exc.strerror or exc})") from exc
+        self._lock = RunLock(out).acquire()
+        try:
+            if not self.resume and sorted(p.name for p in out.iterdir()) != [LOCK_NAME]:  # pragma: no cover - race
+                raise UserError(f"--out {out}: another process wrote into the folder meanwhile; choose another --out")
+            if self.resume:
+                try:
+                    saved = _recipe_identity((out / "recipe.toml").read_text(encoding="utf-8"))
+                except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not TOML: not a run's recipe
+                    raise UserError(f"--resume: {out / 'recipe.toml'} is not a ddcore run's recipe "
+                                    f"({str(exc).splitlines()[0]})") from exc
+                if saved != _recipe_identity(_dump_recipe(self.recipe.raw)):
+                    raise UserError(
+                        f"--resume: the recipe differs from the one in {out / 'recipe.toml'} (only run.* may change)")
+            for name in ARTEFACTS:
+                if (out / name).is_dir():
+                    raise UserError(f"--out {out}: {out / name} is a directory, expected a file (or nothing)")
+            ckpt_dir = (out / CHECKPOINT).parent
+            if ckpt_dir.exists() and not ckpt_dir.is_dir():
+                raise UserError(f"--out {out}: {ckpt_dir} is a file, expected the checkpoint directory")
+            try:
+                ckpt_dir.mkdir(exist_ok=True)
+            except OSError as exc:
+                raise UserError(f"--out {out}: cannot create {ckpt_dir} ({exc.strerror or exc})") from exc
+            for folder in (out, ckpt_dir):
+                for tmp in clean_stale_temporaries(folder):
+                    self.log(f"removed {tmp} (left by an interrupted write)")
+            if not self.resume:
+                atomic_write_text(out / "recipe.toml", _dump_recipe(self.recipe.raw))
+        except BaseException:
+            self._lock.release()
+            raise
 
     def _write_manifest(self) -> None:
         if self.out_dir is None or not self.dist.is_main:
@@ -355,9 +547,10 @@ class Run:
         manifest = {
             "recipe": self.recipe.file,
             "name": self.recipe.name,
+            "command": _command_line(),
             "seed": self.recipe.seed,
             "device": str(self.device),
-            "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor() or platform.machine(),
+            "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else _cpu_name(),
             "torch": torch.__version__,
             "python": platform.python_version(),
             "plugins": [
@@ -374,26 +567,58 @@ class Run:
             # what the "auto" speed switches resolved to on this device (same values, different kernels)
             "hot_path": {k: v for k, v in attrs.asdict(self.hot_path).items() if k != "scope"},
         }
-        atomic_write_text(self.out_dir / "manifest.json", json.dumps(manifest, indent=2))
+        atomic_write_text(self.out_dir / "manifest.json", dumps_strict(manifest, indent=2))
 
     def _append_metrics(self, metrics: dict[str, Any]) -> None:
         if self.out_dir is None or not self.dist.is_main:
             return
-        with open(self.out_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(metrics) + "\n")
+        path = self.out_dir / "metrics.jsonl"
+        try:
+            with open(path, "a") as f:
+                f.write(dumps_strict(metrics) + "\n")
+        except OSError as exc:
+            raise UserError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+    def _trim_metrics(self, step: int) -> None:
+        """On resume, drop metric lines past the checkpoint's step (they are logged again) and any torn line."""
+        path = None if self.out_dir is None or not self.dist.is_main else self.out_dir / "metrics.jsonl"
+        if path is None or not path.is_file():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a line cut by a kill
+            if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+                kept.append(line)
+        atomic_write_text(path, "".join(f"{line}\n" for line in kept))
 
     def _write_eval(self) -> None:
         if self.out_dir is not None and self.dist.is_main:
-            atomic_write_text(self.out_dir / "eval.json", json.dumps(self.evaluations, indent=2))
+            atomic_write_text(self.out_dir / "eval.json", dumps_strict(self.evaluations, indent=2))
+
+    def _check_finite_synset(self, step: int) -> None:
+        """A non-finite synthetic set is never saved (over a good checkpoint or synset) nor reported."""
+        with torch.no_grad():
+            floats = [t for t in self.parameterization.state_dict().values()
+                      if isinstance(t, torch.Tensor) and t.is_floating_point()]
+            finite = bool(torch.stack([torch.isfinite(t).all() for t in floats]).all()) if floats else True
+        if not finite:
+            raise RunDiverged(f"run diverged: at step {step} the synthetic set holds non-finite values (not saved); "
+                              f"{self._last_good()}")
 
     def _checkpoint(self, step: int) -> None:
         self.dist.merge(self)  # class-sharded: the checkpoint holds the merged (single-process) state
         if self.out_dir is not None and self.dist.is_main:
+            self._check_finite_synset(step)
             save_checkpoint(self.out_dir / CHECKPOINT, self.state_dict(step))
+            self.last_checkpoint = (self.out_dir / CHECKPOINT, step)
 
     def save_artifacts(self) -> None:
         if self.out_dir is None or not self.dist.is_main:
             return
+        self._check_finite_synset(self.recipe.run.iterations)
         with torch.no_grad():
             syn = self.parameterization.materialize().detach()
         save_synset(self.out_dir / "synset.safetensors", self.parameterization.state_dict(), syn)
@@ -403,6 +628,83 @@ class Run:
         from ddcore._progress import ProgressBar
 
         return ProgressBar(total, self.start_step, enabled=self.show_progress, label=self.recipe.name or "distill")
+
+
+class _StopSignals:
+    """Ctrl-C and SIGTERM during a run: inside the step loop the first one asks the loop to stop after the
+    current step (which then writes a checkpoint); elsewhere, or a second time, they raise KeyboardInterrupt.
+
+    Only the main thread can own signal handlers; elsewhere (and under torchrun, where the ranks must stop
+    together) the defaults stay.
+    """
+
+    NAMES = {signal.SIGINT: "Ctrl-C (SIGINT)", signal.SIGTERM: "SIGTERM"}
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.in_loop = False
+        self.requested = 0  # signal number of a pending stop request
+        self.signum = signal.SIGINT
+        self._saved: dict[int, Any] = {}
+
+    @property
+    def name(self) -> str:
+        return self.NAMES.get(self.signum, f"signal {self.signum}")
+
+    def _handle(self, signum, frame) -> None:
+        self.signum = signum
+        if self.in_loop and not self.requested:
+            self.requested = signum
+            return
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> "_StopSignals":
+        if self.enabled:
+            for sig in self.NAMES:
+                self._saved[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
+        self._saved.clear()
+
+
+def _preflight_synset_memory(config: Any, info: Any, device: torch.device, *, file: Optional[str]) -> None:
+    """Refuse a synthetic set that cannot fit before allocating it (``synset.ipc = 100000``), with the numbers."""
+    ipc = getattr(config, "ipc", None)
+    if not isinstance(ipc, int) or ipc <= 0:
+        return
+    images = ipc * info.num_classes
+    # the parameters, their gradient, the optimizer's momentum and one materialised/augmented working copy
+    need = images * info.floats_per_image * 4 * 4
+    have = _available_memory(device)
+    if have is not None and need > have:
+        raise RecipeError(
+            f"{ipc} images per class x {info.num_classes} classes of {'x'.join(map(str, info.image_shape))} float32 "
+            f"need about {need / 2**30:.1f} GiB on {device} (images, gradients, optimizer state and a working copy), "
+            f"but {device} has {have / 2**30:.1f} GiB available; lower synset.ipc",
+            file=file, key="synset.ipc")
+
+
+def _available_memory(device: torch.device) -> Optional[int]:
+    """Free bytes on ``device`` (CUDA: free memory; CPU: MemAvailable), or None when unknown."""
+    if device.type == "cuda":
+        try:
+            return int(torch.cuda.mem_get_info(device)[0])
+        except RuntimeError:
+            return None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def _term_label(run: Run, index: int) -> str:
@@ -482,6 +784,30 @@ def _recipe_identity(text: str) -> str:
     return json.dumps(data, sort_keys=True)
 
 
+def _cpu_name() -> str:
+    """The CPU model and the intra-op threads torch uses, e.g. ``AMD EPYC 7B13, 2 threads``."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name}, {torch.get_num_threads()} threads"
+
+
+def _command_line() -> Optional[str]:
+    """The command that started this process, as typed (``ddcore run …``), for the run's record."""
+    import shlex
+    import sys
+
+    if not sys.argv or not sys.argv[0]:
+        return None
+    argv = ["ddcore" if Path(sys.argv[0]).name in ("ddcore", "__main__.py") else sys.argv[0], *sys.argv[1:]]
+    return shlex.join(argv)
+
+
 def _git_revision() -> Optional[str]:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
@@ -495,6 +821,21 @@ def load_synset_into(run: Run, path: Path) -> None:
     """Load a saved ``synset.safetensors`` into a built run's parameterization."""
     from safetensors.torch import load_file
 
-    tensors = load_file(str(path), device=str(run.device))
+    try:
+        tensors = load_file(str(path), device="cpu")
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for damaged files
+        raise UserError(f"{path}: cannot read the synthetic set ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
     params = {k[len("param/"):]: v for k, v in tensors.items() if k.startswith("param/")}
-    run.parameterization.load_state_dict(params)
+    mine = run.parameterization.state_dict()
+    missing = sorted(set(mine) - set(params))
+    extra = sorted(set(params) - set(mine))
+    if missing or extra:
+        raise UserError(f"{path}: holds parameters {sorted(params)}, the recipe builds {sorted(mine)}")
+    for name, want in mine.items():
+        got = params[name]
+        if got.shape != want.shape or got.dtype != want.dtype:
+            raise UserError(f"{path}: param/{name} is {got.dtype} {list(got.shape)}, the recipe builds "
+                            f"{want.dtype} {list(want.shape)}")
+        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
+            raise UserError(f"{path}: param/{name} holds non-finite values (a diverged run); refusing to evaluate it")
+    run.parameterization.load_state_dict({k: v.to(run.device) for k, v in params.items()})

@@ -38,3 +38,21 @@ class PluginError(UserError):
 
 class DataError(UserError):
     """A dataset is missing, unreadable or of an unexpected layout."""
+
+
+class RunDiverged(UserError):
+    """A run produced non-finite numbers (loss or synthetic set): one line, exit status 1, nothing good overwritten."""
+
+    exit_code = 1
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped a run; the message says what was saved. Exit status 128 + the signal number.
+
+    A ``KeyboardInterrupt`` (not a :class:`UserError`), so code running a run as a library (a test session, a
+    notebook) stops as it would on the signal, instead of catching it as an ordinary error.
+    """
+
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code

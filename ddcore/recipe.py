@@ -8,6 +8,7 @@ and each component's options are structured into attrs classes; every error name
 from __future__ import annotations
 
 import copy
+import math
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -23,8 +24,8 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 __all__ = [
-    "DEFAULT_BASELINES", "ComponentRef", "ObjectiveRef", "Recipe", "RealConfig", "RunConfig", "apply_override",
-    "load_recipe", "parse_recipe", "validate",
+    "DEFAULT_BASELINES", "ComponentRef", "ObjectiveRef", "PaperConfig", "PaperValue", "Recipe", "RealConfig",
+    "RunConfig", "apply_override", "load_recipe", "parse_recipe", "validate",
 ]
 
 
@@ -76,6 +77,11 @@ class RunConfig:
         "is an error. Under 'auto' a backbone whose compiled code fails runs eagerly, with one warning; 'on' "
         "raises the error.",
         choices=("auto", "on", "off"))
+    repeats: int = option(
+        1, "Independent synthetic sets to distil and evaluate (the papers' num_exp): set k uses seed "
+        "derive_seed(seed, 'repeat', k) (set 0 the recipe's seed) and lives in OUT/set-k; eval.json then holds "
+        "every set's result and the pooled mean ± std over all sets' models (and baselines). 1 = one plain run.",
+        validator=positive)
     distributed: str = option(
         "auto", "Under torchrun (WORLD_SIZE > 1): 'auto' picks from the objectives' coupling (all separable: "
         "class_sharded; any shared: data_parallel; any collective: replicated); or force one. See docs/scaling.md.",
@@ -91,6 +97,31 @@ class ObjectiveRef:
     weight: float = 1.0
 
 
+@attrs.define(frozen=True)
+class PaperValue:
+    """A published result: mean ± std (in the evaluator's metric, e.g. accuracy in percent)."""
+
+    mean: float
+    std: float
+
+
+@attrs.define(frozen=True, kw_only=True)
+class PaperConfig:
+    """The published numbers a recipe reproduces (table ``[paper]``), keyed by images per class.
+
+    ``source`` names the paper, ``table`` the table/row; ``ipc`` maps an IPC to ``{mean, std}``. ``ddcore run``
+    prints the value for the run's ``synset.ipc`` beside the result and ``eval.json`` carries it.
+    """
+
+    source: str
+    table: str = ""
+    ipc: dict[int, PaperValue] = attrs.field(factory=dict)
+    note: str = ""
+
+    def value_for(self, ipc: Optional[int]) -> Optional[PaperValue]:
+        return self.ipc.get(ipc) if ipc is not None else None
+
+
 SECTIONS = ("data", "backbone", "synset", "sampler", "optimizer", "eval")
 DEFAULTS: dict[str, Any] = {
     "backbone": "ConvNet",
@@ -100,7 +131,7 @@ DEFAULTS: dict[str, Any] = {
 }
 #: ``[eval] baselines`` when the recipe does not set it
 DEFAULT_BASELINES: tuple[str, ...] = ("random",)
-TOP_KEYS = ("name", "plugins", "seed", "device", "real", "run", "augment", "objective", *SECTIONS)
+TOP_KEYS = ("name", "plugins", "seed", "device", "real", "run", "augment", "objective", "paper", "by_ipc", *SECTIONS)
 
 
 @attrs.define(frozen=True, kw_only=True)
@@ -122,9 +153,20 @@ class Recipe:
     real: RealConfig
     run: RunConfig
     raw: dict
+    paper: Optional[PaperConfig] = None
     file: Optional[str] = None
     #: ``[eval] baselines``: same-budget baseline sets the engine builds and evaluates (engine-owned key)
     baselines: tuple[str, ...] = ()
+
+    @property
+    def ipc(self) -> Optional[int]:
+        """``synset.ipc`` when the parameterization has that option (else ``None``)."""
+        value = self.synset.options.get("ipc")
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    def paper_value(self) -> Optional[PaperValue]:
+        """The published value for this recipe's IPC, if the recipe has a ``[paper]`` table covering it."""
+        return self.paper.value_for(self.ipc) if self.paper is not None else None
 
     def components(self) -> list[tuple[str, str, ComponentRef]]:
         """``(kind, key path, ref)`` for every component the recipe names."""
@@ -142,9 +184,11 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     """Read a TOML recipe file, apply ``key.path=value`` overrides and structure it."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RecipeError(f"cannot read recipe ({exc.strerror or exc})", file=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"not a TOML text file (byte {exc.start} is not UTF-8)", file=str(path)) from exc
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -157,6 +201,7 @@ def parse_recipe(data: dict, overrides: list[str] = (), *, file: Optional[str] =
     data = copy.deepcopy(data)
     for item in overrides:
         apply_override(data, item, file=file)
+    _apply_by_ipc(data, overrides, file=file)
     for key in data:
         if key not in TOP_KEYS:
             raise RecipeError(f"unknown key; allowed keys: {', '.join(sorted(TOP_KEYS))}", file=file, key=key)
@@ -184,6 +229,8 @@ def parse_recipe(data: dict, overrides: list[str] = (), *, file: Optional[str] =
         weight = r.options.pop("weight", 1.0) if isinstance(item, dict) else 1.0
         if isinstance(weight, bool) or not isinstance(weight, (int, float)):
             raise RecipeError(f"expected float, got {type(weight).__name__} {weight!r}", file=file, key=f"{key}.weight")
+        if not math.isfinite(weight):
+            raise RecipeError(f"expected a finite number, got {weight!r}", file=file, key=f"{key}.weight")
         objectives.append(ObjectiveRef(r, float(weight)))
     if not objectives:
         raise RecipeError("a recipe needs at least one [[objective]] table", file=file, key="objective")
@@ -224,9 +271,91 @@ def parse_recipe(data: dict, overrides: list[str] = (), *, file: Optional[str] =
         real=structure(RealConfig, resolved.get("real"), key="real", file=file),
         run=structure(RunConfig, resolved.get("run"), key="run", file=file),
         raw=resolved,
+        paper=_parse_paper(resolved.get("paper"), file=file) if "paper" in resolved else None,
         file=file,
     )
 
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _parse_paper(value: Any, *, file: Optional[str]) -> PaperConfig:
+    """Structure ``[paper]``: ``source`` (str), ``table``/``note`` (str), ``ipc.<N> = {mean, std}``."""
+    import math
+
+    if not isinstance(value, dict):
+        raise RecipeError(f"expected a table, got {type(value).__name__} {value!r}", file=file, key="paper")
+    allowed = ("source", "table", "ipc", "note")
+    for k in value:
+        if k not in allowed:
+            raise RecipeError(f"unknown key; allowed keys: {', '.join(allowed)}", file=file, key=f"paper.{k}")
+    if "source" not in value:
+        raise RecipeError("missing required key (expected str: the paper the values come from)", file=file,
+                          key="paper.source")
+    for k in ("source", "table", "note"):
+        if k in value and not isinstance(value[k], str):
+            raise RecipeError(f"expected str, got {type(value[k]).__name__} {value[k]!r}", file=file, key=f"paper.{k}")
+    table = value.get("ipc", {})
+    if not isinstance(table, dict):
+        raise RecipeError("expected a table of [paper.ipc.N] tables with mean and std", file=file, key="paper.ipc")
+    values: dict[int, PaperValue] = {}
+    for ipc_text, entry in table.items():
+        key = f"paper.ipc.{ipc_text}"
+        if not (isinstance(ipc_text, str) and ipc_text.isdigit() and int(ipc_text) > 0):
+            raise RecipeError("expected a positive integer (images per class) as the key", file=file, key=key)
+        if not isinstance(entry, dict) or set(entry) - {"mean", "std"} or "mean" not in entry:
+            raise RecipeError("expected a table {mean = float, std = float}", file=file, key=key)
+        for k in ("mean", "std"):
+            v = entry.get(k, 0.0)
+            if not _is_number(v) or not math.isfinite(v) or v < 0:
+                raise RecipeError(f"expected a finite number >= 0, got {v!r}", file=file, key=f"{key}.{k}")
+        values[int(ipc_text)] = PaperValue(float(entry["mean"]), float(entry.get("std", 0.0)))
+    return PaperConfig(source=value["source"], table=value.get("table", ""), ipc=values, note=value.get("note", ""))
+
+
+def _apply_by_ipc(data: dict, overrides, *, file: Optional[str]) -> None:
+    """``[by_ipc.N]``: the recipe's settings for IPC N, applied when ``synset.ipc`` is N.
+
+    Each entry is ``"key.path" = value`` (the ``--set`` syntax). They override the recipe's own values (the
+    recipe's main tables hold one IPC's settings; ``by_ipc`` says what the official code does at the others),
+    but not a ``--set`` of the same key. The table is consumed: the resolved recipe holds the applied values.
+    """
+    table = data.pop("by_ipc", None)
+    if table is None:
+        return
+    if not isinstance(table, dict):
+        raise RecipeError("expected a table of [by_ipc.N] tables", file=file, key="by_ipc")
+    synset = data.get("synset", DEFAULTS["synset"])
+    ipc = synset.get("ipc", DEFAULTS["synset"]["ipc"]) if isinstance(synset, dict) else None
+    explicit = set()
+    for item in overrides:
+        try:
+            explicit.add(tuple(_split_path(item.partition("=")[0].strip())))
+        except ValueError:
+            pass
+    chosen = None
+    for ipc_text, entries in table.items():
+        key = f"by_ipc.{ipc_text}"
+        if not (ipc_text.isdigit() and int(ipc_text) > 0):
+            raise RecipeError("expected a positive integer (images per class) as the key", file=file, key=key)
+        if not isinstance(entries, dict):
+            raise RecipeError('expected a table of "key.path" = value entries', file=file, key=key)
+        for path in entries:
+            try:
+                parts = _split_path(path)
+            except ValueError:
+                raise RecipeError("cannot parse key path", file=file, key=f"{key}.{path!r}") from None
+            if not parts or parts[0] in ("by_ipc", "paper") or parts[:2] == ["synset", "ipc"]:
+                raise RecipeError("by_ipc cannot set synset.ipc, paper or by_ipc", file=file, key=f"{key}.{path!r}")
+        if ipc is not None and int(ipc_text) == ipc:
+            chosen = entries
+    if chosen is None:
+        return
+    for path, value in chosen.items():
+        if tuple(_split_path(path)) in explicit:
+            continue  # --set wins over the recipe's per-IPC value
+        _set_path(data, path, value, file=file)
 
 def _without(r: Optional[ComponentRef], key: str) -> Optional[ComponentRef]:
     """``r`` minus an engine-owned option (the component's config never sees it)."""
@@ -261,8 +390,14 @@ def apply_override(data: dict, item: str, *, file: Optional[str] = None) -> None
     if "=" not in item:
         raise RecipeError(f"--set expects key.path=value, got {item!r}", file=file)
     path, _, text = item.partition("=")
+    _set_path(data, path.strip(), _parse_value(text.strip()), file=file, item=item)
+
+
+def _set_path(data: dict, path: str, value: Any, *, file: Optional[str] = None, item: Optional[str] = None) -> None:
+    """Set ``value`` at ``path`` (``a.b[1].c``) in the recipe mapping ``data``."""
+    item = item if item is not None else f"{path}={value!r}"
     try:
-        parts = _split_path(path.strip())
+        parts = _split_path(path)
     except ValueError:
         raise RecipeError(f"--set: cannot parse key path {path!r}", file=file) from None
     if not parts:
@@ -281,7 +416,6 @@ def apply_override(data: dict, item: str, *, file: Optional[str] = None) -> None
             node[part] = {"name": node[part]}
         node = node.setdefault(part, [] if isinstance(nxt, int) else {})
     last = parts[-1]
-    value = _parse_value(text.strip())
     if isinstance(last, int):
         if not isinstance(node, list) or last >= len(node):
             raise RecipeError(f"--set: index {last} out of range", file=file, key=path)
@@ -295,11 +429,16 @@ def apply_override(data: dict, item: str, *, file: Optional[str] = None) -> None
 
 
 def validate(recipe: Recipe, registry) -> dict[str, Any]:
-    """Check every component name and structure every component's options; return configs by key path."""
+    """Check every component name and structure every component's options; return configs by key path.
+
+    Nested components (options declared with ``option(kind=...)``, e.g. ``synset.init``) are checked too, so
+    ``ddcore recipe check`` finds what the run would only find while building.
+    """
     configs = {}
     for kind, key, r in recipe.components():
         entry = registry.get(kind, r.name, key=f"{key}.name", file=recipe.file)
         configs[key] = entry.structure(r.options, key=key, file=recipe.file)
+        _validate_nested(configs[key], key, registry, recipe.file)
     if recipe.eval is not None:
         # a typo in a baseline name fails here, before hours of distillation, not at the final evaluation
         factory = registry.get("parameterization", recipe.synset.name).factory
@@ -311,3 +450,28 @@ def validate(recipe: Recipe, registry) -> dict[str, Any]:
                                   f"allowed: {', '.join(allowed) or '(none)'}", file=recipe.file,
                                   key=f"eval.baselines[{i}]")
     return configs
+
+
+def _validate_nested(config: Any, key: str, registry, file: Optional[str]) -> None:
+    """Structure the nested component options of a structured config (recursively), naming their key paths."""
+    from ddcore.config import component_kind_of, structure as structure_options
+
+    if not attrs.has(type(config)):
+        return
+    for field in attrs.fields(type(config)):
+        value = getattr(config, field.name)
+        path = f"{key}.{field.name}"
+        kind = component_kind_of(field)
+        items = list(enumerate(value)) if isinstance(value, (list, tuple)) else [(None, value)]
+        for index, item in items:
+            item_key = path if index is None else f"{path}[{index}]"
+            if kind is not None and isinstance(item, (str, ComponentRef)):
+                ref = ComponentRef.parse(item, key=item_key, file=file)
+                if kind == "backbone" and ref.name == "backbone" and not ref.options:
+                    continue  # the recipe's own [backbone], checked as a slot
+                sub_key = item_key if isinstance(item, str) else f"{item_key}.name"
+                entry = registry.get(kind, ref.name, key=sub_key, file=file)
+                nested = structure_options(entry.config, ref.options, key=item_key, file=file)
+                _validate_nested(nested, item_key, registry, file)
+            elif attrs.has(type(item)):
+                _validate_nested(item, item_key, registry, file)

@@ -23,6 +23,7 @@ from ddcore.data.store import ClassIndexedData
 from ddcore.data.torchvision_source import TorchvisionConfig, TorchvisionSource
 from ddcore.errors import DataError, RecipeError
 from ddcore.registry import Registry
+from ddcore.testing import require_datasets
 from ddcore.types import DatasetInfo
 
 
@@ -430,8 +431,11 @@ def test_npz_relative_path_resolves_against_ddcore_data_then_the_recipe(tmp_path
 
 def test_shared_mnist_through_ddcore_data(tmp_path, monkeypatch):
     """CI sets DDCORE_DATA to shared/datasets: read the real MNIST (a missing/unreadable folder fails)."""
-    if not os.environ.get("DDCORE_DATA"):
-        write_decoded(tmp_path / "data" / "mnist", train_labels=np.arange(40) % 10, test_labels=np.arange(30) % 10,
+    root = os.environ.get("DDCORE_DATA")
+    if os.environ.get("CI"):
+        require_datasets("mnist")  # CI must read the real data
+    if not (root and (Path(root) / "mnist").is_dir()):
+        write_decoded(tmp_path / "data" / "mnist", train_labels=np.arange(40) % 10, test_labels=np.arange(100) % 10,
                       names=[str(d) for d in range(10)])
         monkeypatch.setenv("DDCORE_DATA", str(tmp_path / "data"))
         height, width = 6, 5

@@ -47,17 +47,23 @@ class TrainFromScratchConfig:
 
     models: list[str] = option(
         attrs.NOTHING, "Architectures to evaluate (registered backbone names), used as listed.",
-        factory=lambda: ["ConvNet"],
+        factory=lambda: ["ConvNet"], kind="backbone",
     )
     num_models: int = option(5, "Fresh networks trained per architecture (num_eval).", validator=positive)
     epochs: int = option(1000, "Epoch of the reference: epochs + 1 epochs are trained (epoch_eval_train).",
                          validator=non_negative)
-    lr: float = option(0.01, "SGD learning rate (lr_net); x0.1 after epoch epochs // 2 + 1.")
-    momentum: float = option(0.9, "SGD momentum (reset when the lr decays).")
-    weight_decay: float = option(5e-4, "SGD weight decay.")
+    lr: float = option(0.01, "SGD learning rate (lr_net); x0.1 after epoch epochs // 2 + 1.", validator=positive)
+    momentum: float = option(0.9, "SGD momentum (reset when the lr decays).", validator=non_negative)
+    weight_decay: float = option(5e-4, "SGD weight decay.", validator=non_negative)
     batch_size: int = option(256, "Training batch size (batch_train).", validator=positive)
     augment: bool = option(True, "Augment every training batch with the run's siamese augmentations in "
                                  "random mode (DSA at train time).")
+    augment_strategy: str = option(
+        "", "What augments the training batches when augment is true: '' = the run's siamese augmentations in "
+            "random mode (DSA at train time); or a DC strategy, '_'-joined from crop, scale, rotate, noise (e.g. "
+            "'crop_scale_rotate', DC's evaluation augmentation on MNIST; 'crop_noise' for BN ConvNets), applied "
+            "with DC's magnitudes (crop 4 px, scale 0.2, rotate 45 degrees, noise 0.001); see ddcore.augment.dc.",
+        validator=lambda i, a, v: _check_strategy(a, v))
     loss: str = option("auto", "Training loss: auto = ce for hard labels, soft_ce for [N, K] soft labels.",
                        choices=("auto",) + LOSSES)
     test_limit: int = option(0, "Test images used: 0 = the whole test split, else a deterministic "
@@ -79,6 +85,17 @@ class TrainFromScratchConfig:
     max_parallel: int = option(0, "Most networks trained at once: per vectorised ensemble, or concurrent "
                                   "threads (0 = all num_models; threads: at most the intra-op thread count).",
                                validator=non_negative)
+
+
+def _check_strategy(attribute, value: str) -> None:
+    from ddcore.augment.dc import parse_strategy
+    from ddcore.config import OptionValueError
+
+    if value:
+        try:
+            parse_strategy(value)
+        except ValueError as exc:
+            raise OptionValueError(attribute.name, str(exc)) from None
 
 
 class TrainFromScratch(Evaluator):
@@ -116,7 +133,14 @@ class TrainFromScratch(Evaluator):
         return labels, self.config.loss
 
     def _augment(self, generator: torch.Generator):
-        if not (self.config.augment and self.build.siamese_augmentations):
+        if not self.config.augment:
+            return None
+        if self.config.augment_strategy:
+            from ddcore.augment.dc import DCAugment
+
+            dc = DCAugment(self.config.augment_strategy)
+            return lambda x: dc(x, generator)
+        if not self.build.siamese_augmentations:
             return None
         build = self.build
         return lambda x: build.augment_random(x, generator)

@@ -17,7 +17,8 @@ __all__ = ["NoiseInit", "Pixels", "PixelsConfig", "RealInit"]
 @attrs.define(frozen=True, kw_only=True)
 class PixelsConfig:
     ipc: int = option(10, "Synthetic images per class.", validator=positive)
-    init: ComponentRef = option(ComponentRef("real"), "Initialiser (kind 'init'): 'real', 'noise', or a plugin's.")
+    init: ComponentRef = option(ComponentRef("real"), "Initialiser (kind 'init'): 'real', 'noise', or a plugin's.",
+                                 kind="init")
 
 
 class Pixels(Parameterization):

@@ -18,6 +18,7 @@ import hashlib
 import io
 import re
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Optional
 
@@ -65,17 +66,27 @@ def _read_npy_header(fh) -> tuple[tuple[int, ...], np.dtype]:
     return tuple(shape), dtype
 
 
+#: what reading a damaged archive raises (a CRC mismatch is a BadZipFile, a cut stream an EOFError or zlib.error)
+READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
+
+
 def npy_header_shape(npz_path: Path, key: str) -> tuple[int, ...]:
     """Shape of array ``key`` in an npz archive, read from its .npy header (no pixel is decompressed)."""
-    with zipfile.ZipFile(npz_path) as zf, zf.open(f"{key}.npy") as fh:
-        return _read_npy_header(fh)[0]
+    try:
+        with zipfile.ZipFile(npz_path) as zf, zf.open(f"{key}.npy") as fh:
+            return _read_npy_header(fh)[0]
+    except READ_ERRORS as exc:
+        raise DataError(f"data source 'npz': cannot read {npz_path} (key {key}): {exc}") from exc
 
 
 def npy_prefix_bytes(npz_path: Path, key: str, nbytes: int) -> bytes:
     """The first ``nbytes`` data bytes of 1-D uint8 array ``key`` of an npz archive (without reading the rest)."""
-    with zipfile.ZipFile(npz_path) as zf, zf.open(f"{key}.npy") as fh:
-        _read_npy_header(fh)
-        return fh.read(nbytes)
+    try:
+        with zipfile.ZipFile(npz_path) as zf, zf.open(f"{key}.npy") as fh:
+            _read_npy_header(fh)
+            return fh.read(nbytes)
+    except READ_ERRORS as exc:
+        raise DataError(f"data source 'npz': cannot read {npz_path} (key {key}): {exc}") from exc
 
 
 def image_mode(img: Image.Image) -> str:
@@ -134,6 +145,14 @@ class NpzSource(ProcessedSource):
         except (OSError, ValueError, zipfile.BadZipFile) as exc:
             raise DataError(f"data source 'npz': cannot read {path}: {exc}") from exc
 
+    def _array(self, path: Path, key: str) -> np.ndarray:
+        """Array ``key`` of archive ``path``, fully read (so a bad CRC or a cut file fails here, naming both)."""
+        with self._archive(path) as z:
+            try:
+                return np.asarray(z[key])
+            except READ_ERRORS as exc:
+                raise DataError(f"data source 'npz': cannot read {path} (key {key}): {exc}") from exc
+
     def _layout(self, path: Path) -> str:
         with self._archive(path) as z:
             keys = set(z.files)
@@ -155,17 +174,20 @@ class NpzSource(ProcessedSource):
                 height, width = shape[1], shape[2]
                 channels = shape[3] if len(shape) == 4 else 1
             else:
-                with self._archive(first) as z:
-                    offsets = z["offsets"]
+                offsets = self._array(first, "offsets")
                 blob = npy_prefix_bytes(first, "jpeg", int(offsets[1]))[int(offsets[0]):]
                 with Image.open(io.BytesIO(blob)) as img:
                     width, height = img.size
                     channels = 1 if image_mode(img) == "L" else 3
             names = self._class_names()
+            labels = self.read_labels("train")
             if names:
                 num_classes = len(names)
+                if labels.size and int(labels.max()) >= num_classes:
+                    raise DataError(f"data source 'npz': {first} has label {int(labels.max())} but "
+                                    f"{self.folder / 'classes.txt'} names only {num_classes} classes (labels "
+                                    f"0..{num_classes - 1}); add the missing names or fix the labels")
             else:
-                labels = self.read_labels("train")
                 num_classes = int(labels.max()) + 1 if labels.size else 0
             self._native = NativeLayout(name=self.folder.name, channels=int(channels), height=int(height),
                                         width=int(width), num_classes=num_classes, class_names=names,
@@ -184,17 +206,17 @@ class NpzSource(ProcessedSource):
     def read_labels(self, split: Split) -> np.ndarray:
         parts = []
         for path in self.files(split):
-            with self._archive(path) as z:
-                parts.append(np.asarray(z["y"]).astype(np.int64, copy=False).reshape(-1))
+            y = self._array(path, "y")
+            if y.dtype.kind not in "iu":
+                # a float label would be truncated silently (2.7 -> 2): the archive is wrong, not the reader
+                raise DataError(f"data source 'npz': {path} key y has dtype {y.dtype}; expected integer class labels")
+            parts.append(y.astype(np.int64, copy=False).reshape(-1))
         return np.concatenate(parts)
 
     def read_images(self, split: Split, indices: Optional[np.ndarray]) -> np.ndarray:
         paths = self.files(split)
         if self._layout(paths[0]) == "decoded":
-            parts = []
-            for path in paths:
-                with self._archive(path) as z:
-                    parts.append(z["x"])
+            parts = [self._array(path, "x") for path in paths]
             images = parts[0] if len(parts) == 1 else np.concatenate(parts)
             return images if indices is None else images[indices]
         return self._read_encoded(split, paths, indices)
@@ -209,8 +231,7 @@ class NpzSource(ProcessedSource):
         def decode(select: Optional[np.ndarray]) -> np.ndarray:
             chunks, base = [], 0
             for path in paths:
-                with self._archive(path) as z:
-                    blob, offsets = z["jpeg"], z["offsets"]
+                blob, offsets = self._array(path, "jpeg"), self._array(path, "offsets")
                 n = len(offsets) - 1
                 if select is None:
                     local = np.arange(n)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +9,7 @@ import pytest
 from ddcore.errors import RecipeError
 from ddcore.plugins import get_host
 from ddcore.recipe import load_recipe, validate
-from ddcore.testing import run_recipe, tiny_recipe
+from ddcore.testing import require_datasets, run_recipe, tiny_recipe
 
 RECIPES = Path(__file__).resolve().parents[3] / "recipes"
 
@@ -88,8 +87,7 @@ CPU_CHECK = [
 
 
 def test_tiny_dsac_on_cifar10_beats_the_random_real_subset(tmp_path):
-    data = os.environ.get("DDCORE_DATA")
-    assert data and (Path(data) / "cifar10-jpeg" / "train.npz").exists(), "set DDCORE_DATA to the datasets folder"
+    require_datasets("cifar10-jpeg")
     res = run_recipe(RECIPES / "dsac.toml", tmp_path, CPU_CHECK)
     synset, random = res.results["synset"]["mean"], res.results["baselines"]["random"]["mean"]
     assert res.results["budget_images"] == 4

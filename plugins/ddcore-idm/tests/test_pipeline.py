@@ -3,12 +3,11 @@ CIFAR-10 IDM+IID run beats the same-budget random real subset (needs $DDCORE_DAT
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
-from ddcore.testing import run_recipe, tiny_recipe
+from ddcore.testing import require_datasets, run_recipe, tiny_recipe
 
 RECIPES = Path(__file__).resolve().parents[3] / "recipes"
 
@@ -51,8 +50,7 @@ def test_resume_mid_run_reproduces_the_uninterrupted_run(tmp_path):
 
 def test_short_cifar10_idm_iid_run_beats_random_real_subset(tmp_path):
     """The CI-sized version of the README check: 4 classes, IPC 2, 20 steps; same eval protocol for both sets."""
-    data = os.environ.get("DDCORE_DATA")
-    assert data and (Path(data) / "cifar10-jpeg" / "train.npz").exists(), "set DDCORE_DATA to the datasets folder"
+    require_datasets("cifar10-jpeg")
     overrides = [
         "device=cpu", "data.classes=4", "data.train_per_class=300", "data.test_per_class=200",
         "real.batch=32", "synset.ipc=2", "backbone.width=32",

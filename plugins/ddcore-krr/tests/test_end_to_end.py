@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ddcore.testing import run_recipe
+from ddcore.testing import require_datasets, run_recipe
 
 RECIPE = Path(__file__).resolve().parents[3] / "recipes" / "krr_st_cifar10.toml"
 
@@ -44,8 +44,7 @@ CPU_OVERRIDES = CPU_CHECK_OVERRIDES + [
 
 @pytest.fixture(scope="module")
 def cpu_run(tmp_path_factory):
-    data = os.environ.get("DDCORE_DATA")
-    assert data and (Path(data) / "cifar10-jpeg").is_dir(), "set DDCORE_DATA to the shared npz datasets folder"
+    require_datasets("cifar10-jpeg")
     old = os.environ.get("DDCORE_CACHE")
     os.environ["DDCORE_CACHE"] = old or str(tmp_path_factory.mktemp("ddcore-cache"))
     try:

@@ -54,7 +54,8 @@ class ModelQueueConfig:
     weight_decay: float = option(5e-4, "Queue SGD weight decay (--net_decay).", validator=non_negative)
     eval_interval: int = option(100, "Running accuracies are reset at every multiple of this step "
                                      "(the official meters are reset at each evaluation point).", validator=positive)
-    backbone: Optional[ComponentRef] = option(None, "Network of the queue; default: the recipe's [backbone].")
+    backbone: Optional[ComponentRef] = option(None, "Network of the queue; default: the recipe's [backbone].",
+                                             kind="backbone")
     frozen: bool = option(True, "Hand out networks with requires_grad off (IDM: only the synthetic images get "
                                 "gradients). false lets terms differentiate w.r.t. the weights, e.g. DCC's "
                                 "gradient_match; the engine never updates the queue nets either way.")

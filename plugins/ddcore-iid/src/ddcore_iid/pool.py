@@ -42,7 +42,8 @@ class PoolConfig:
     momentum: float = option(0.9, "SGD momentum (pre_model.py).", validator=non_negative)
     weight_decay: float = option(5e-4, "SGD weight decay (pre_model.py).", validator=non_negative)
     batch: int = option(256, "Training batch size (pre_model.py).", validator=positive)
-    arch: ComponentRef = option(ComponentRef("ResNet18"), "Backbone of the pool (official: DC ResNet18, instance norm).")
+    arch: ComponentRef = option(ComponentRef("ResNet18"), "Backbone of the pool (official: DC ResNet18, instance norm).",
+                                  kind="backbone")
     seed: int = option(0, "Seed of the pool (member i uses (seed, i)); part of the cache key.")
 
 

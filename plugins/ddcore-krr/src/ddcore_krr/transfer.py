@@ -64,7 +64,8 @@ class TransferTarget:
     protocol: str = option("linear", "linear probe, full finetune, or target-data-free kd (eq. 6).",
                            choices=tuple(PROTOCOL_DEFAULTS))
     data: Optional[ComponentRef] = option(None, "Data source table of the target (like [data]); omitted = the "
-                                                "run's own dataset (train split to fit, test split to score).")
+                                                "run's own dataset (train split to fit, test split to score).",
+                                         kind="data")
     iterations: int = option(0, "Optimisation steps (0: linear 5000, finetune/kd 10000; fine-grained: 5000).")
     batch_size: int = option(0, "Batch size (0: linear 512, finetune/kd 256).")
     lr: float = option(0.0, "Learning rate (0: linear 0.2, finetune/kd 0.01); cosine-decayed.")
@@ -86,7 +87,7 @@ class SSLTransferConfig:
 
     models: list[ComponentRef] = option(
         attrs.NOTHING, "Backbones to pre-train (registered names or tables); 'backbone' = the recipe's [backbone].",
-        factory=lambda: [ComponentRef("backbone")],
+        factory=lambda: [ComponentRef("backbone")], kind="backbone",
     )
     num_runs: int = option(3, "Repetitions per model (paper: 3).", validator=attrs.validators.ge(1))
     pretrain_epochs: int = option(1000, "MSE pre-training epochs on (X_s, Y_s) (paper: 1000).",

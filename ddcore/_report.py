@@ -1,0 +1,344 @@
+"""``ddcore report``: results beside the published numbers, as a markdown table and an accuracy-vs-step plot.
+
+Inputs are run directories (a plain run or a ``repeats`` run) or *result files*: the small JSON summaries that
+``--save DIR`` writes from run directories (no images, no weights), which is what ``docs/results/`` commits.
+``docs/reproduction.md`` is generated from those files by ``ddcore report`` without arguments, and
+``ddcore report --check`` exits 1 when the generated file is stale.
+
+A result file (``"format": "ddcore-result/1"``) holds the recipe name and file, dataset, IPC, iterations, sets ×
+networks, ours (pooled mean ± std and per-set means), the same-budget baselines, the paper's value, the wall
+time and device, the settings that differ from the recipe file at the same IPC (e.g. a shortened schedule), and
+the accuracy-vs-step curve of runs that evaluated periodically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import numpy as np
+
+from ddcore.errors import UserError
+
+__all__ = ["FORMAT", "collect", "load_result", "render_markdown", "render_plot", "result_name", "summarize_run"]
+
+FORMAT = "ddcore-result/1"
+DEFAULT_RESULTS = Path("docs/results")
+DEFAULT_OUT = Path("docs/reproduction.md")
+DEFAULT_PLOT = Path("docs/reproduction-curves.png")
+#: hand-written prose (how the rows were produced; no numbers) placed under the generated report's title
+DEFAULT_PREAMBLE = DEFAULT_RESULTS / "preamble.md"
+#: settings compared with the recipe file (at the run's IPC) to list deviations such as a shortened schedule
+COMPARED_KEYS = ("run.iterations", "run.repeats", "real.batch", "eval.num_models", "eval.epochs", "eval.test_limit",
+                 "run.precision", "data.train_per_class", "data.classes")
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except ValueError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc})") from None
+
+
+def _get(raw: dict, dotted: str) -> Any:
+    node: Any = raw
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    if isinstance(node, dict) and "name" in node and len(node) == 1:
+        return node["name"]
+    return node
+
+
+def _pool_curve(records_per_set: list[list[dict]]) -> list[dict[str, Any]]:
+    """Per evaluated step: mean ± std over every network of every set that evaluated at that step."""
+    by_step: dict[int, list[float]] = {}
+    for records in records_per_set:
+        for r in records:
+            step = r.get("step")
+            if not isinstance(step, int) or step < 0 or "synset" not in r:
+                continue
+            s = r["synset"]
+            values = [v for arch in (s.get("per_model") or {}).values() for v in arch.get("values", [])]
+            by_step.setdefault(step, []).extend(values or [s["mean"]])
+    return [{"step": k, "mean": float(np.mean(v)), "std": float(np.std(v)), "num_models": len(v)}
+            for k, v in sorted(by_step.items())]
+
+
+def _recipe_deviations(recipe_file: Optional[str], raw: dict, ipc: Optional[int]) -> dict[str, list]:
+    """``{key: [ours, recipe's]}`` for COMPARED_KEYS that differ from the recipe file loaded at the same IPC."""
+    from ddcore.recipe import load_recipe
+
+    if not recipe_file or not Path(recipe_file).exists():
+        return {}
+    try:
+        ref = load_recipe(recipe_file, [f"synset.ipc={ipc}"] if ipc is not None else []).raw
+    except UserError:
+        return {}
+    out = {}
+    for key in COMPARED_KEYS:
+        ours, theirs = _get(raw, key), _get(ref, key)
+        if key == "run.repeats":
+            ours, theirs = ours or 1, theirs or 1
+        if ours != theirs:
+            out[key] = [ours, theirs]
+    return out
+
+
+def summarize_run(run_dir: Path) -> dict[str, Any]:
+    """The result-file mapping of a finished run directory (plain or ``repeats``)."""
+    from ddcore.recipe import load_recipe
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "recipe.toml").exists() or not (run_dir / "eval.json").exists():
+        raise UserError(f"{run_dir}: not a finished run (needs recipe.toml and eval.json)")
+    recipe = load_recipe(run_dir / "recipe.toml")
+    evaluation = _load_json(run_dir / "eval.json")
+    if isinstance(evaluation, dict) and "sets" in evaluation:
+        set_dirs = [run_dir / s["dir"] for s in evaluation["sets"]]
+        finals = [s["result"] for s in evaluation["sets"]]
+        pooled = evaluation["pooled"]
+        ours = {k: pooled["synset"][k] for k in ("mean", "std", "num_models")}
+        per_set = pooled["synset"].get("set_means", [f["synset"]["mean"] for f in finals])
+        baselines = {k: {x: v[x] for x in ("mean", "std", "num_models")} for k, v in pooled["baselines"].items()}
+        paper = evaluation.get("paper")
+    else:
+        if not isinstance(evaluation, list) or not evaluation:
+            raise UserError(f"{run_dir / 'eval.json'}: expected a list of evaluations or a repeats record")
+        set_dirs = [run_dir]
+        final = evaluation[-1]
+        finals = [final]
+        ours = {k: final["synset"].get(k) for k in ("mean", "std", "num_models")}
+        per_set = [final["synset"]["mean"]]
+        baselines = {k: {x: v.get(x) for x in ("mean", "std", "num_models")} for k, v in final["baselines"].items()}
+        paper = final.get("paper")
+    records = [_load_json(d / "eval.json") if (d / "eval.json").exists() else [] for d in set_dirs]
+    manifest_path = set_dirs[0] / "manifest.json"
+    manifest = _load_json(manifest_path) if manifest_path.exists() else {}
+    wall = [f.get("wall_s") for f in finals]
+    # a run stopped before its last step is reported at the last step it evaluated, never as the full schedule
+    reached = min(int(f.get("step", recipe.run.iterations)) for f in finals)
+    recipe_file = manifest.get("recipe") or recipe.file
+    return {
+        "format": FORMAT,
+        "recipe": recipe.name or Path(str(recipe_file)).stem,
+        "recipe_file": str(recipe_file) if recipe_file else None,
+        "dataset": (manifest.get("dataset") or {}).get("name") or str(_get(recipe.raw, "data.path") or recipe.data.name),
+        "ipc": recipe.ipc,
+        "iterations": reached,
+        "planned_iterations": recipe.run.iterations,
+        "sets": len(finals),
+        "planned_sets": recipe.run.repeats,
+        "models_per_set": int(round((ours.get("num_models") or 0) / max(len(finals), 1))),
+        "ours": ours,
+        "per_set": per_set,
+        "baselines": baselines,
+        "paper": paper,
+        "wall_s": float(sum(w for w in wall if w is not None)) if any(w is not None for w in wall) else None,
+        "device": manifest.get("device"),
+        "device_name": manifest.get("device_name"),
+        "torch": manifest.get("torch"),
+        "command": manifest.get("command"),
+        "deviations": _recipe_deviations(manifest.get("recipe"), recipe.raw, recipe.ipc),
+        "curve": _pool_curve(records),
+    }
+
+
+def result_name(result: dict[str, Any]) -> str:
+    """File name of a result: ``<recipe>-ipc<N>-<sets>x<nets>.json`` (``-<iterations>it`` when shortened)."""
+    name = f"{result['recipe']}-ipc{result['ipc']}" if result.get("ipc") is not None else result["recipe"]
+    name += f"-{result['sets']}x{result['models_per_set']}"
+    if "run.iterations" in (result.get("deviations") or {}) or result.get("planned_iterations") != result["iterations"]:
+        name += f"-{result['iterations']}it"
+    return name + ".json"
+
+
+def load_result(path: Path) -> dict[str, Any]:
+    data = _load_json(path)
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise UserError(f"{path}: not a ddcore result file (expected \"format\": \"{FORMAT}\")")
+    return data
+
+
+def collect(inputs: Iterable[Path]) -> list[dict[str, Any]]:
+    """Result mappings from run directories and result files, in the order given."""
+    out = []
+    for p in inputs:
+        p = Path(p)
+        if p.is_dir():
+            out.append(summarize_run(p))
+        elif p.exists():
+            out.append(load_result(p))
+        else:
+            raise UserError(f"{p}: no such run directory or result file")
+    return out
+
+
+def _pm(mean: Optional[float], std: Optional[float]) -> str:
+    if mean is None or not math.isfinite(mean):
+        return "—"
+    return f"{mean:.2f} ± {std:.2f}" if std is not None else f"{mean:.2f}"
+
+
+def _duration(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "—"
+    minutes = seconds / 60
+    return f"{minutes / 60:.1f} h" if minutes >= 90 else f"{minutes:.0f} min" if minutes >= 1.5 else f"{seconds:.0f} s"
+
+
+def _device(r: dict[str, Any]) -> str:
+    dev = r.get("device") or "?"
+    return f"{dev} ({r['device_name']})" if r.get("device_name") else dev
+
+
+def render_markdown(results: list[dict[str, Any]], *, title: str = "Results", plot: Optional[str] = None,
+                    preamble: str = "") -> str:
+    """The markdown report: one table row per result, deviations and curves below."""
+    lines = [f"# {title}", "",
+             "Generated by `ddcore report` from the result files listed at the end; do not edit by hand.", ""]
+    if preamble.strip():
+        lines += [preamble.strip(), ""]
+    lines += [
+             "| recipe | dataset | IPC | iterations | sets × nets | ours | paper | difference | wall time | device |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        ours, paper = r["ours"], r.get("paper")
+        diff = f"{ours['mean'] - paper['mean']:+.2f}" if paper else "—"
+        its = str(r["iterations"])
+        dev = (r.get("deviations") or {}).get("run.iterations")
+        if r.get("planned_iterations", r["iterations"]) != r["iterations"]:
+            its += f" (stopped; planned {r['planned_iterations']})"
+        if dev:
+            its += f" (recipe: {dev[1]})"
+        sets = f"{r['sets']} × {r['models_per_set']}"
+        if r.get("planned_sets", r["sets"]) > r["sets"]:
+            sets += f" (stopped; {r['planned_sets']} sets planned)"
+        lines.append(
+            f"| {r['recipe']} | {r['dataset']} | {r.get('ipc', '—')} | {its} | {sets} | "
+            f"{_pm(ours['mean'], ours['std'])} | {_pm(paper['mean'], paper['std']) if paper else '—'} | {diff} | "
+            f"{_duration(r.get('wall_s'))} | {_device(r)} |")
+    notes = []
+    for r in results:
+        items = []
+        devs = r.get("deviations") or {}
+        if devs:
+            items.append("differs from the recipe: " + ", ".join(f"`{k}` = {v[0]} (recipe: {v[1]})"
+                                                                for k, v in devs.items()))
+        items += [f"{k} baseline {_pm(v['mean'], v['std'])}" for k, v in (r.get("baselines") or {}).items()]
+        if len(r.get("per_set") or []) > 1:
+            items.append("per-set means " + ", ".join(f"{m:.2f}" for m in r["per_set"]))
+        if r.get("command"):
+            items.append(f"command: `{r['command']}`")
+        if items:
+            notes.append(f"- **{r['recipe']}, IPC {r.get('ipc')}**: " + "; ".join(items))
+    if notes:
+        lines += ["", "## Notes per row", "", *notes]
+    curves = [r for r in results if len(r.get("curve") or []) > 1]
+    if curves:
+        lines += ["", "## Accuracy against distillation step", ""]
+        if plot:
+            lines += [f"![accuracy against step]({plot})", ""]
+        for r in curves:
+            lines.append(f"**{r['recipe']}, IPC {r.get('ipc')}**: " + ", ".join(
+                f"{c['step']}: {c['mean']:.2f} ± {c['std']:.2f}" for c in r["curve"]))
+            lines.append("")
+    sources = sorted({r["paper"]["source"] for r in results if r.get("paper")})
+    if sources:
+        lines += ["", "Paper values: " + "; ".join(sources) + "."]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def render_plot(results: list[dict[str, Any]], path: Path) -> bool:
+    """Write the accuracy-vs-step PNG for results with a curve; returns False when there is none."""
+    curves = [r for r in results if len(r.get("curve") or []) > 1]
+    if not curves:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ddcore.artifacts import atomic_write_bytes
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in curves:
+        steps = [c["step"] for c in r["curve"]]
+        mean = np.array([c["mean"] for c in r["curve"]])
+        std = np.array([c["std"] for c in r["curve"]])
+        line, = ax.plot(steps, mean, marker="o", label=f"{r['recipe']} IPC {r.get('ipc')}")
+        ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+        if r.get("paper"):
+            ax.axhline(r["paper"]["mean"], color=line.get_color(), linestyle="--", linewidth=1)
+    ax.set_xlabel("distillation step")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("accuracy against step (dashed: paper)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    atomic_write_bytes(Path(path), buf.getvalue())
+    return True
+
+
+def main_report(inputs: list[Path], *, out: Optional[Path], plot: Optional[Path], save: Optional[Path],
+                check: bool, title: str, preamble: Optional[Path] = None) -> int:
+    """The ``ddcore report`` command (see :mod:`ddcore.cli`)."""
+    from ddcore.artifacts import atomic_write_text
+
+    default_mode = not inputs
+    if default_mode:
+        inputs = sorted(DEFAULT_RESULTS.glob("*.json"))
+        if not inputs:
+            raise UserError(f"ddcore report: no result files in {DEFAULT_RESULTS} (pass run directories or files)")
+        out = out or DEFAULT_OUT
+        plot = plot or DEFAULT_PLOT
+        if preamble is None and DEFAULT_PREAMBLE.exists():
+            preamble = DEFAULT_PREAMBLE
+    results = collect(inputs)
+    if save is not None:
+        save.mkdir(parents=True, exist_ok=True)
+        for r in results:
+            target = save / result_name(r)
+            atomic_write_text(target, json.dumps(r, indent=2, sort_keys=True) + "\n")
+            print(f"ddcore report: wrote {target}")
+    rel_plot = None
+    if plot is not None and out is not None:
+        try:
+            rel_plot = str(Path(plot).resolve().relative_to(Path(out).resolve().parent))
+        except ValueError:
+            rel_plot = str(plot)
+    try:
+        intro = Path(preamble).read_text() if preamble is not None else ""
+    except OSError as exc:
+        raise UserError(f"{preamble}: cannot read the preamble ({exc.strerror or exc})") from None
+    text = render_markdown(results, title=title, preamble=intro, plot=rel_plot if plot and any(
+        len(r.get("curve") or []) > 1 for r in results) else None)
+    sources = "\n".join(f"- `{p}`" for p in inputs)
+    text += f"\nResult files:\n\n{sources}\n"
+    if check:
+        if out is None:
+            raise UserError("ddcore report --check needs --out FILE (or no inputs: docs/reproduction.md)")
+        current = Path(out).read_text() if Path(out).exists() else None
+        if current != text:
+            print(f"ddcore report: {out} is stale (regenerate with `ddcore report`)", file=sys.stderr)
+            return 1
+        print(f"ddcore report: {out} is up to date")
+        return 0
+    if out is None:
+        print(text, end="")
+    else:
+        atomic_write_text(Path(out), text)
+        print(f"ddcore report: wrote {out}")
+    if plot is not None and render_plot(results, Path(plot)):
+        print(f"ddcore report: wrote {plot}")
+    return 0
