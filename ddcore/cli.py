@@ -244,7 +244,7 @@ def _data_path_warning(recipe, data_config) -> Optional[str]:
     """A line when the data source reads a local folder that is not there (the run would stop at load time)."""
     from types import SimpleNamespace
 
-    from ddcore.data.common import resolve_existing
+    from ddcore.data.source import resolve_existing
 
     for option_name in ("path", "root"):
         value = getattr(data_config, option_name, None)

@@ -57,8 +57,9 @@ class Entry:
         except RecipeError as exc:
             given = data if isinstance(data, dict) else {}
             option = (exc.key or "")[len(key):].lstrip(".").split(".")[0].split("[")[0] if exc.key else ""
-            fields = {f.name for f in attrs.fields(self.config)}
-            if option in fields and option not in given:
+            # only an option the recipe left to its default: a missing required option is the recipe's
+            defaulted = {f.name for f in attrs.fields(self.config) if f.default is not attrs.NOTHING}
+            if option in defaulted and option not in given:
                 raise PluginError(
                     f"plugin '{self.plugin}' (distribution {self.distribution}): the default of {self.kind} "
                     f"'{self.name}' option '{option}' is invalid ({exc.detail}); this is a bug in the plugin, not "

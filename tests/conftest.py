@@ -13,6 +13,9 @@ import pytest
 from ddcore.testing import local_install
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+# The fixture packages' own tests run only where the package is installed; here the kit checks them
+# (tests/test_plugins.py: check_plugin on ddcore-thirdparty).
+collect_ignore = ["fixtures"]
 
 
 @pytest.fixture

@@ -308,3 +308,41 @@ def test_per_class_helpers_exist_once():
     from ddcore._scaffold import PLUGINS
 
     assert all("def class_means" not in text for text in PLUGINS.values())
+
+
+def test_dependencies_are_declared_where_they_are_imported():
+    # the core declares no kornia and imports none; every plugin that imports it declares it
+    import ast
+    import sys
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
+    def imports_kornia(root: Path) -> bool:
+        for path in root.rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                if any(n == "kornia" or n.startswith("kornia.") for n in names):
+                    return True
+        return False
+
+    core = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert not [d for d in core if d.startswith("kornia")] and not imports_kornia(ROOT / "ddcore")
+    for plugin in PLUGIN_DIRS:
+        deps = tomllib.loads((plugin / "pyproject.toml").read_text())["project"]["dependencies"]
+        if imports_kornia(plugin / "src"):
+            assert any(d.startswith("kornia") for d in deps), f"{plugin.name} imports kornia but does not declare it"
+
+
+def test_files_cache_dir_and_atomic_writes(tmp_path, monkeypatch):
+    from ddcore.files import atomic_write_text, cache_dir, cache_root
+
+    monkeypatch.setenv("DDCORE_CACHE", str(tmp_path / "cache"))
+    assert cache_root() == tmp_path / "cache"
+    folder = cache_dir("ddcore-mine", "teachers")
+    assert folder.is_dir() and folder == tmp_path / "cache" / "ddcore-mine" / "teachers"
+    atomic_write_text(folder / "a.json", "{}")
+    assert (folder / "a.json").read_text() == "{}" and [p.name for p in folder.iterdir()] == ["a.json"]

@@ -8,7 +8,6 @@ through one forward pass; per-class statistics come from ``index_add`` over the 
 from __future__ import annotations
 
 import attrs
-import torch
 
 import ddcore
 from ddcore.components import Objective
