@@ -158,6 +158,9 @@ class Recipe:
     raw: dict
     paper: Optional[PaperConfig] = None
     file: Optional[str] = None
+    #: ``(ipc, recipe mapping)`` for every other ``[by_ipc.N]``: what ``--set synset.ipc=N`` would resolve, so
+    #: :func:`validate` checks those settings too (a typo at IPC 50 fails ``recipe check`` at IPC 10)
+    ipc_variants: tuple = ()
     #: ``[eval] baselines``: same-budget baseline sets the engine builds and evaluates (engine-owned key)
     baselines: tuple[str, ...] = ()
 
@@ -204,6 +207,7 @@ def parse_recipe(data: dict, overrides: list[str] = (), *, file: Optional[str] =
     data = copy.deepcopy(data)
     for item in overrides:
         apply_override(data, item, file=file)
+    variants = _by_ipc_variants(data)
     _apply_by_ipc(data, overrides, file=file)
     for key in data:
         if key not in TOP_KEYS:
@@ -283,6 +287,7 @@ def parse_recipe(data: dict, overrides: list[str] = (), *, file: Optional[str] =
         run=structure(RunConfig, resolved.get("run"), key="run", file=file),
         raw=resolved,
         paper=_parse_paper(resolved.get("paper"), file=file) if "paper" in resolved else None,
+        ipc_variants=variants,
         file=file,
     )
 
@@ -323,6 +328,22 @@ def _parse_paper(value: Any, *, file: Optional[str]) -> PaperConfig:
                 raise RecipeError(f"expected a finite number >= 0, got {v!r}", file=file, key=f"{key}.{k}")
         values[int(ipc_text)] = PaperValue(float(entry["mean"]), float(entry.get("std", 0.0)))
     return PaperConfig(source=value["source"], table=value.get("table", ""), ipc=values, note=value.get("note", ""))
+
+
+def _by_ipc_variants(data: dict) -> tuple:
+    """``(N, mapping)`` per ``[by_ipc.N]`` other than the recipe's own IPC: the recipe as ``synset.ipc = N``."""
+    table = data.get("by_ipc")
+    if not isinstance(table, dict):
+        return ()
+    synset = data.get("synset", DEFAULTS["synset"])
+    ipc = synset.get("ipc", DEFAULTS["synset"]["ipc"]) if isinstance(synset, dict) else None
+    out = []
+    for ipc_text in table:
+        if isinstance(ipc_text, str) and ipc_text.isdigit() and int(ipc_text) != ipc and isinstance(synset, dict):
+            variant = copy.deepcopy(data)
+            variant["synset"] = {**copy.deepcopy(synset), "ipc": int(ipc_text)}
+            out.append((int(ipc_text), variant))
+    return tuple(out)
 
 
 def _apply_by_ipc(data: dict, overrides, *, file: Optional[str]) -> None:
@@ -460,6 +481,13 @@ def validate(recipe: Recipe, registry) -> dict[str, Any]:
                 raise RecipeError(f"unknown baseline {kind!r} for parameterization '{recipe.synset.name}'; "
                                   f"allowed: {', '.join(allowed) or '(none)'}", file=recipe.file,
                                   key=f"eval.baselines[{i}]")
+    for ipc, variant in recipe.ipc_variants:
+        # the settings of every other [by_ipc.N] are checked as the recipe resolves at that IPC
+        try:
+            validate(attrs.evolve(parse_recipe(variant, file=recipe.file), ipc_variants=()), registry)
+        except RecipeError as exc:
+            raise RecipeError(f"at synset.ipc = {ipc} (by_ipc.{ipc}): {exc.detail}", file=recipe.file,
+                              key=exc.key) from exc
     return configs
 
 
