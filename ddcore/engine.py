@@ -413,10 +413,16 @@ class Run:
             return
         state = load_checkpoint(path, self.device)
         self._validate_checkpoint(state, path)
+        with torch.no_grad():
+            labels = self.parameterization.materialize().labels
         try:
             self.load_state_dict(state)
         except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as exc:
             raise UserError(f"{path}: does not match the recipe ({str(exc).splitlines()[0]})") from exc
+        with torch.no_grad():
+            loaded = self.parameterization.materialize().labels
+        if labels is not None and (loaded is None or loaded.shape != labels.shape or not torch.equal(loaded, labels)):
+            raise UserError(f"{path}: the checkpoint's synthetic set has other labels than the recipe builds")
         self.last_checkpoint = (path, self.start_step)
 
     def _validate_checkpoint(self, state: dict[str, Any], path: Path) -> None:
@@ -432,11 +438,12 @@ class Run:
                 desc = f"{got.dtype} {list(got.shape)}" if isinstance(got, torch.Tensor) else type(got).__name__
                 raise UserError(f"{path}: parameterization.{name} is {desc}, the recipe builds "
                                 f"{want.dtype} {list(want.shape)}")
-            if got.is_floating_point():
-                if not bool(torch.isfinite(got).all()):
-                    raise UserError(f"{path}: parameterization.{name} holds non-finite values")
-            elif not torch.equal(got.to(want.device), want):
-                raise UserError(f"{path}: parameterization.{name} differs from the recipe's (e.g. other labels)")
+            # integer/bool state (flags, counters) legitimately differs from a fresh build; labels are compared
+            # on the materialised set after loading (_restore)
+            if got.is_floating_point() and not bool(torch.isfinite(got).all()):
+                raise UserError(f"{path}: parameterization.{name} holds non-finite values")
+            if "label" in name and not torch.equal(got.to(want.device), want):
+                raise UserError(f"{path}: parameterization.{name} differs from the recipe's labels")
         for key, have in (("objectives", self.objectives), ("augmentations", self.build_ctx.augmentations)):
             if not isinstance(state[key], list) or len(state[key]) != len(have):
                 raise UserError(f"{path}: holds state for {len(state[key]) if isinstance(state[key], list) else '?'} "
