@@ -9,12 +9,11 @@ docs/reproduction.md.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from ddcore.testing import run_recipe
+from ddcore.testing import require_datasets, run_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = [
@@ -26,12 +25,7 @@ SMALL = [
 
 @pytest.fixture(scope="module")
 def mnist():
-    root = os.environ.get("DDCORE_DATA")
-    if not root or not (Path(root) / "mnist" / "train.npz").exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"MNIST not found under DDCORE_DATA={root!r} (CI must provide ../shared/datasets)")
-        pytest.skip("needs the offline MNIST: set DDCORE_DATA to a folder holding mnist/ (see README)")
-    return root
+    return require_datasets("mnist")  # skipped without the offline data; a failure under CI=true
 
 
 def accuracy(tmp_path, recipe: str, overrides, name: str) -> float:
