@@ -77,12 +77,16 @@ class TaskProgress:
 
     :param label: what is being done, e.g. ``"eval ConvNet"``.
     :param unit: what is counted (``"models"``, ``"teachers"``, ...).
+    :param rate: also show the throughput (``unit``/s), e.g. for a decode of many images.
     """
 
     def __init__(self, label: str, total: int, *, enabled: bool = True, log: Callable[[str], None] = print,
-                 unit: str = "models", interval_s: float = 30.0, terminal: Optional[bool] = None):
+                 unit: str = "models", interval_s: float = 30.0, terminal: Optional[bool] = None,
+                 rate: bool = False):
         self.label, self.total, self.unit, self.enabled = label, int(total), unit, enabled and total > 0
         self.done = 0
+        self._rate = rate
+        self._resumed = 0  # done before this process started (not counted in the rate or the ETA)
         self._log, self._interval = log, interval_s
         self._lock = threading.Lock()
         self._t0 = self._last = time.perf_counter()
@@ -95,27 +99,40 @@ class TaskProgress:
             else:
                 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+                columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                           TextColumn(unit)]
+                if rate:
+                    columns.append(TextColumn("{task.fields[rate]}"))
                 self._progress = self._owned = Progress(
-                    TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
-                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                    *columns, TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                 )
                 self._owned.start()
             # ``loss`` keeps the distillation bar's columns renderable for this row
-            self._task = self._progress.add_task(label, total=self.total, completed=0, loss="")
+            self._task = self._progress.add_task(label, total=self.total, completed=0, loss="", rate="")
+
+    def per_second(self) -> float:
+        """Throughput of this process so far (units per second)."""
+        return (self.done - self._resumed) / max(time.perf_counter() - self._t0, 1e-9)
 
     def line(self) -> str:
         elapsed = time.perf_counter() - self._t0
-        eta = elapsed / self.done * (self.total - self.done) if self.done else float("inf")
+        new = self.done - self._resumed
+        eta = elapsed / new * (self.total - self.done) if new else float("inf")
+        rate = f", {self.per_second():.0f} {self.unit}/s" if self._rate else ""
         return (f"{self.label}: {self.done}/{self.total} {self.unit} "
-                f"({format_eta(elapsed)} elapsed, ETA {format_eta(eta)})")
+                f"({format_eta(elapsed)} elapsed{rate}, ETA {format_eta(eta)})")
 
-    def advance(self, n: int = 1) -> None:
+    def advance(self, n: int = 1, *, count_rate: bool = True) -> None:
+        """``n`` more units done; ``count_rate=False`` for work an earlier process did (a resumed job)."""
         if not self.enabled:
             return
         with self._lock:
             self.done = min(self.total, self.done + n)
+            if not count_rate:
+                self._resumed = self.done
             if self._progress is not None:
-                self._progress.update(self._task, completed=self.done)
+                fields = {"rate": f"{self.per_second():.0f}/s"} if self._rate else {}
+                self._progress.update(self._task, completed=self.done, **fields)
                 return
             now = time.perf_counter()
             if self.done == self.total or now - self._last >= self._interval:

@@ -117,19 +117,20 @@ class Run:
         """Load data onto the device and build every component (idempotent)."""
         if self.built:
             return self
-        from ddcore.data.store import ClassIndexedData
+        from ddcore.data.placement import open_split
 
         reg, recipe, cfg = self.host.registry, self.recipe, self.configs
-        # Data sources are built before the BuildContext exists; they see the recipe (to resolve relative paths).
-        source = reg.get("data", recipe.data.name).factory(cfg["data"], SimpleNamespace(recipe=recipe, file=recipe.file))
+        # Data sources are built before the BuildContext exists; they see the recipe (to resolve relative paths)
+        # and whether to show progress (a long decode).
+        source = reg.get("data", recipe.data.name).factory(
+            cfg["data"], SimpleNamespace(recipe=recipe, file=recipe.file, progress=self.show_progress, log=self.log))
         info = source.info()
         _preflight_synset_memory(cfg["synset"], info, self.device, file=recipe.file)
-        images, labels = source.load("train")
-        train = ClassIndexedData(images, labels, info, self.device)
+        store = getattr(cfg["data"], "store", "auto")  # [data] store: built-in sources have it
+        train = open_split(source, "train", info, self.device, store, log=self.log)
 
         def load_test():
-            x, y = source.load("test")
-            return ClassIndexedData(x, y, info, self.device)
+            return open_split(source, "test", info, self.device, store, log=self.log)
 
         self.source = source
         self.build_ctx = b = BuildContext(

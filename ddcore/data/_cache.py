@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 
+from ddcore.data._decode import decode_all, decode_indices, default_workers, read_skipped
+from ddcore.data._mapped import file_lock
 from ddcore.files import cache_root
 
-__all__ = ["cache_file", "cached_array", "decode_cached", "file_fingerprint"]
+__all__ = ["cache_file", "decode_cached", "file_fingerprint"]
 
 
 def file_fingerprint(path: Path, *, head_bytes: int = 1 << 20) -> str:
@@ -29,44 +29,53 @@ def cache_file(name: str) -> Path:
     return cache_root() / "decoded" / f"{name}.npy"
 
 
-def cached_array(name: str, produce: Callable[[], np.ndarray], *, enabled: bool = True) -> np.ndarray:
-    """Load ``<cache>/decoded/<name>.npy``, or call ``produce()`` and store its result there (atomically).
+def _load_full(name: str, items, spec, *, enabled: bool, workers: int, unreadable: str, progress: bool,
+               log: Callable, mmap: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(every image of the split, skipped indices): from ``<cache>/decoded/<name>.npy``, decoding it first (in
+    parallel, resumably, under a lock so concurrent ranks decode once) when it is missing.
 
     A cache that cannot be written (read-only home, full disk) only costs the decode; it never fails the load.
     """
-    if not enabled:
-        return produce()
-    target = cache_file(name)
-    if target.is_file():
+    if enabled:
+        target = cache_file(name)
         try:
-            return np.load(target, allow_pickle=False)
-        except (OSError, ValueError):  # truncated or foreign file: decode again and overwrite
+            with file_lock(target.with_name(target.name + ".lock")):
+                for attempt in (0, 1):
+                    if not target.is_file():
+                        decode_all(target, items, spec, workers=workers, unreadable=unreadable, progress=progress,
+                                   log=log)
+                    try:
+                        images = np.load(target, mmap_mode="r" if mmap else None, allow_pickle=False)
+                        if images.shape == (len(items), *spec.shape):
+                            return images, read_skipped(target)
+                    except (OSError, ValueError):
+                        pass
+                    target.unlink(missing_ok=True)  # truncated or foreign file: decode again
+        except OSError:
             pass
-    arr = produce()
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".npy.tmp")
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, arr, allow_pickle=False)
-        os.replace(tmp, target)
-    except OSError:
-        pass
-    return arr
+    return decode_indices(items, spec, np.arange(len(items)), workers=workers, unreadable=unreadable,
+                          progress=progress, log=log)
 
 
-def decode_cached(name: str, total: int, indices: Optional[np.ndarray],
-                  decode: Callable[[Optional[np.ndarray]], np.ndarray], *, enabled: bool = True) -> np.ndarray:
-    """Images ``indices`` (all when ``None``) of a split whose decoding is expensive.
+def decode_cached(name: str, items, spec, indices: Optional[np.ndarray], *, enabled: bool = True,
+                  workers: int = 0, unreadable: str = "fail", progress: bool = False, log: Callable = print,
+                  mmap: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(images ``indices`` of a split whose decoding is expensive (all when ``None``), file-order indices that
+    were skipped as unreadable).
 
-    The full decode is cached under ``name`` (:func:`cached_array`). When no cache exists yet and fewer than half
-    of the ``total`` images are asked for, only those are decoded (``decode(sorted indices)``) and nothing is
-    cached, so a quick run with ``*_per_class`` limits does not pay for the whole split.
+    The full decode is cached under ``name``. When no cache exists yet and fewer than half of the images are
+    asked for, only those are decoded and nothing is cached, so a quick run with ``*_per_class`` limits does not
+    pay for the whole split. ``mmap``: return the cached split as a read-only memory map (``indices`` None).
+    ``workers``: decoding processes (0 = every core this process may use).
     """
+    workers = workers or default_workers()
+    options = dict(workers=workers, unreadable=unreadable, progress=progress, log=log)
+    total = len(items)
     if indices is not None and len(indices) * 2 < total and not (enabled and cache_file(name).is_file()):
         order = np.argsort(indices, kind="stable")
-        decoded = decode(indices[order])
+        decoded, skipped = decode_indices(items, spec, indices[order], **options)
         out = np.empty_like(decoded)
         out[order] = decoded
-        return out
-    images = cached_array(name, lambda: decode(None), enabled=enabled)
-    return images if indices is None else images[indices]
+        return out, skipped
+    images, skipped = _load_full(name, items, spec, enabled=enabled, mmap=mmap and indices is None, **options)
+    return (images if indices is None else images[indices]), skipped

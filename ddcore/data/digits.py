@@ -71,6 +71,11 @@ class DigitsSource(ProcessedSource):
     def read_labels(self, split: Split) -> np.ndarray:
         return self._load_all()[split][1]
 
+    def data_key(self, split: Split) -> Optional[str]:
+        import sklearn
+
+        return f"digits-{sklearn.__version__}-{self.config.split_seed}-{self.config.test_fraction}"
+
     def read_images(self, split: Split, indices: Optional[np.ndarray]) -> np.ndarray:
         images = self._load_all()[split][0]
         return images if indices is None else images[indices]

@@ -24,7 +24,8 @@ from PIL import Image
 
 from ddcore.config import option
 from ddcore.data._cache import decode_cached
-from ddcore.data.source import CommonDataConfig, NativeLayout, ProcessedSource, Split, resolve_existing
+from ddcore.data._decode import DecodeSpec, FileItems
+from ddcore.data.source import DecodeConfig, NativeLayout, ProcessedSource, Split, resolve_existing
 from ddcore.data.constants import stats_for_folder
 from ddcore.data.npz import image_mode
 from ddcore.errors import DataError
@@ -35,14 +36,13 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".
 
 
 @attrs.define(frozen=True, kw_only=True)
-class ImageFolderConfig(CommonDataConfig):
+class ImageFolderConfig(DecodeConfig):
     """Options of the ``imagefolder`` source."""
 
     root: str = option(doc="Folder with train/ and test/ (or val/) sub-folders of class folders. A relative path "
                            "is looked up under $DDCORE_DATA, then next to the recipe.")
     test_split: str = option("auto", "Folder used as the test split: auto (test/, else val/), test or val.",
                              choices=("auto", "test", "val"))
-    cache: bool = option(True, "Cache the decoded splits as .npy under $DDCORE_CACHE (~/.cache/ddcore).")
 
 
 def _images_under(folder: Path) -> list[Path]:
@@ -65,6 +65,8 @@ class ImageFolderSource(ProcessedSource):
             raise DataError(f"data source 'imagefolder': {train} holds no class folders")
         self._lists: dict[str, tuple[list[Path], np.ndarray]] = {}
         self._native: Optional[NativeLayout] = None
+        self._plans: dict[str, tuple] = {}
+        self._skipped: dict[str, np.ndarray] = {}
 
     # -- file lists -------------------------------------------------------------------------------------
     def _split_folder(self, split: Split) -> Path:
@@ -139,29 +141,40 @@ class ImageFolderSource(ProcessedSource):
     def read_labels(self, split: Split) -> np.ndarray:
         return self.file_list(split)[1]
 
+    def _decode_plan(self, split: Split) -> tuple[str, FileItems, DecodeSpec]:
+        """(cache name, the files, how to decode them) of ``split``; the name covers every file's size and mtime."""
+        if split not in self._plans:
+            paths, _ = self.file_list(split)
+            nat = self.native()
+            mode = "L" if nat.channels == 1 else "RGB"
+            size = (self.config.resize, self.config.resize) if self.config.resize else (nat.height, nat.width)
+            listing = hashlib.sha256()
+            for p in paths:
+                st = p.stat()
+                listing.update(f"{p.relative_to(self.root)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+            name = f"imagefolder-{self.root.name}-{split}-{mode}-{size[0]}x{size[1]}-{listing.hexdigest()[:20]}"
+            spec = DecodeSpec(mode=mode, size=size, resize_mismatched=True, where="data source 'imagefolder'")
+            self._plans[split] = (name, FileItems(tuple(str(p) for p in paths)), spec)
+        return self._plans[split]
+
+    def _decode(self, split: Split, indices: Optional[np.ndarray], *, mmap: bool = False) -> np.ndarray:
+        name, items, spec = self._decode_plan(split)
+        cfg = self.config
+        images, skipped = decode_cached(
+            name, items, spec, indices, enabled=cfg.cache, workers=cfg.decode_workers, unreadable=cfg.unreadable,
+            progress=bool(getattr(self.build, "progress", False)), log=getattr(self.build, "log", None) or print,
+            mmap=mmap)
+        self._skipped[split] = np.union1d(self._skipped.get(split, np.empty(0, np.int64)), skipped)
+        return images
+
     def read_images(self, split: Split, indices: Optional[np.ndarray]) -> np.ndarray:
-        paths, labels = self.file_list(split)
-        nat = self.native()
-        mode = "L" if nat.channels == 1 else "RGB"
-        size = (self.config.resize, self.config.resize) if self.config.resize else (nat.height, nat.width)
-        listing = hashlib.sha256()
-        for p in paths:
-            st = p.stat()
-            listing.update(f"{p.relative_to(self.root)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
-        name = f"imagefolder-{self.root.name}-{split}-{mode}-{size[0]}x{size[1]}-{listing.hexdigest()[:20]}"
+        return self._decode(split, indices)
 
-        def decode(select: Optional[np.ndarray]) -> np.ndarray:
-            chosen = range(len(paths)) if select is None else select
-            out = np.empty((len(chosen), size[0], size[1], 1 if mode == "L" else 3), dtype=np.uint8)
-            for row, i in enumerate(chosen):
-                try:
-                    with Image.open(paths[i]) as img:
-                        img = img.convert(mode) if img.mode != mode else img
-                        if img.size != (size[1], size[0]):
-                            img = img.resize((size[1], size[0]), Image.BILINEAR)
-                        out[row] = np.asarray(img).reshape(out.shape[1:])
-                except OSError as exc:
-                    raise DataError(f"data source 'imagefolder': cannot decode {paths[i]}: {exc}") from exc
-            return out
+    def read_all(self, split: Split) -> np.ndarray:
+        return self._decode(split, None, mmap=True)
 
-        return decode_cached(name, len(paths), indices, decode, enabled=self.config.cache)
+    def dropped(self, split: Split) -> np.ndarray:
+        return self._skipped.get(split, np.empty(0, np.int64))
+
+    def data_key(self, split: Split) -> Optional[str]:
+        return self._decode_plan(split)[0]

@@ -28,7 +28,8 @@ from PIL import Image
 
 from ddcore.config import option
 from ddcore.data._cache import decode_cached, file_fingerprint
-from ddcore.data.source import CommonDataConfig, NativeLayout, ProcessedSource, Split, resolve_existing
+from ddcore.data._decode import BlobItems, DecodeSpec
+from ddcore.data.source import DecodeConfig, NativeLayout, ProcessedSource, Split, resolve_existing
 from ddcore.data.constants import stats_for_folder
 from ddcore.errors import DataError
 
@@ -38,12 +39,12 @@ __all__ = [
 
 
 @attrs.define(frozen=True, kw_only=True)
-class NpzConfig(CommonDataConfig):
-    """Options of the ``npz`` source."""
+class NpzConfig(DecodeConfig):
+    """Options of the ``npz`` source (``cache``, ``decode_workers`` and ``unreadable`` apply to archives of
+    encoded JPEG/PNG images)."""
 
     path: str = option(doc="Dataset folder (train.npz, test.npz, classes.txt). A relative path is looked up under "
                            "$DDCORE_DATA, then next to the recipe.")
-    cache: bool = option(True, "Cache decoded JPEG/PNG archives as .npy under $DDCORE_CACHE (~/.cache/ddcore).")
 
 
 def split_files(folder: Path, split: str) -> list[Path]:
@@ -128,6 +129,7 @@ class NpzSource(ProcessedSource):
             raise DataError(f"data source 'npz': path {str(self.folder)!r} is not a folder")
         self._native: Optional[NativeLayout] = None
         self._files: dict[str, list[Path]] = {}
+        self._skipped: dict[str, np.ndarray] = {}
 
     # -- files --------------------------------------------------------------------------------------------
     def files(self, split: Split) -> list[Path]:
@@ -221,25 +223,39 @@ class NpzSource(ProcessedSource):
             return images if indices is None else images[indices]
         return self._read_encoded(split, paths, indices)
 
-    def _read_encoded(self, split: Split, paths: list[Path], indices: Optional[np.ndarray]) -> np.ndarray:
+    def _encoded_plan(self, split: Split) -> tuple[str, BlobItems, DecodeSpec]:
+        paths = self.files(split)
         nat = self.native()
         mode = "L" if nat.channels == 1 else "RGB"
-        size = (nat.height, nat.width)
-        key = hashlib.sha256("|".join(file_fingerprint(p) for p in paths).encode()).hexdigest()[:20]
+        stamps = tuple(file_fingerprint(p) for p in paths)
+        key = hashlib.sha256("|".join(stamps).encode()).hexdigest()[:20]
         name = f"npz-{self.folder.name}-{split}-{mode}-{key}"
+        counts = tuple(len(self._array(p, "offsets")) - 1 for p in paths)
+        spec = DecodeSpec(mode=mode, size=(nat.height, nat.width), resize_mismatched=False,
+                          where="data source 'npz'")
+        return name, BlobItems(tuple(str(p) for p in paths), counts, stamps), spec
 
-        def decode(select: Optional[np.ndarray]) -> np.ndarray:
-            chunks, base = [], 0
-            for path in paths:
-                blob, offsets = self._array(path, "jpeg"), self._array(path, "offsets")
-                n = len(offsets) - 1
-                if select is None:
-                    local = np.arange(n)
-                else:
-                    local = select[(select >= base) & (select < base + n)] - base
-                chunks.append(decode_blobs(blob, offsets, local, mode=mode, size=size, where=str(path)))
-                base += n
-            return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+    def _read_encoded(self, split: Split, paths: list[Path], indices: Optional[np.ndarray], *,
+                      mmap: bool = False) -> np.ndarray:
+        name, items, spec = self._encoded_plan(split)
+        cfg = self.config
+        images, skipped = decode_cached(
+            name, items, spec, indices, enabled=cfg.cache, workers=cfg.decode_workers, unreadable=cfg.unreadable,
+            progress=bool(getattr(self.build, "progress", False)), log=getattr(self.build, "log", None) or print,
+            mmap=mmap)
+        self._skipped[split] = np.union1d(self._skipped.get(split, np.empty(0, np.int64)), skipped)
+        return images
 
-        total = len(self.read_labels(split)) if indices is not None else 0
-        return decode_cached(name, total, indices, decode, enabled=self.config.cache)
+    def read_all(self, split: Split) -> np.ndarray:
+        paths = self.files(split)
+        if self._layout(paths[0]) == "decoded":
+            return self.read_images(split, None)
+        return self._read_encoded(split, paths, None, mmap=True)
+
+    def dropped(self, split: Split) -> np.ndarray:
+        return self._skipped.get(split, np.empty(0, np.int64))
+
+    def data_key(self, split: Split) -> Optional[str]:
+        paths = self.files(split)
+        return f"npz-{self.folder.name}-" + hashlib.sha256("|".join(file_fingerprint(p) for p in paths).encode()
+                                                          ).hexdigest()[:20]

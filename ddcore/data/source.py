@@ -32,7 +32,7 @@ from ddcore.data.transforms import channel_stats, nhwc_to_nchw, replicate_channe
 from ddcore.errors import DataError
 from ddcore.types import DatasetInfo
 
-__all__ = ["SPLITS", "CommonDataConfig", "NativeLayout", "ProcessedSource", "Split", "path_candidates",
+__all__ = ["SPLITS", "CommonDataConfig", "DecodeConfig", "NativeLayout", "ProcessedSource", "Split", "path_candidates",
            "recipe_dir", "resolve_existing"]
 
 Split = Literal["train", "test"]
@@ -68,6 +68,27 @@ class CommonDataConfig:
         (), "Per-channel std override (one value or one per channel); empty = automatic.",
         validator=_positive_floats,
     )
+    store: str = option(
+        "auto", "Where the split's uint8 pixels live: 'device' (the run's device), 'host' (host memory, pinned "
+        "on CUDA; each step's batch is copied over), 'mmap' (a class-sorted file in $DDCORE_CACHE/stores, "
+        "memory-mapped: ranks on one host share one page cache and resident memory does not grow with the "
+        "dataset), or 'auto': device when the split takes at most 1/4 of the device's free memory, else host "
+        "(CUDA, when the host has room) or mmap. Every placement draws the same batches. See docs/scaling.md.",
+        choices=("auto", "device", "host", "mmap"))
+
+
+@attrs.define(frozen=True, kw_only=True)
+class DecodeConfig(CommonDataConfig):
+    """Options of sources that decode image files (imagefolder, npz with JPEG/PNG payloads)."""
+
+    cache: bool = option(True, "Cache the decoded splits as .npy under $DDCORE_CACHE (~/.cache/ddcore).")
+    decode_workers: int = option(
+        0, "Processes decoding images into the cache (a progress line shows images/s and the ETA; an "
+        "interrupted decode resumes where it stopped); 0 = every core this process may use, 1 = in-process.",
+        validator=non_negative)
+    unreadable: str = option(
+        "fail", "An image file that cannot be decoded: 'fail' stops with one line naming it; 'skip' names it "
+        "and leaves it out together with its label.", choices=("fail", "skip"))
 
 
 @attrs.define(frozen=True)
@@ -168,6 +189,21 @@ class ProcessedSource(DataSource):
     def read_images(self, split: Split, indices: Optional[np.ndarray]) -> np.ndarray:
         """uint8 ``[n, H, W, C]`` images of ``split`` at ``indices`` (file order), or all when ``None``."""
 
+    # -- optional: what the mmap store and skipped images need ---------------------------------------------
+    def data_key(self, split: Split) -> Optional[str]:
+        """A string that changes whenever the source's images or labels of ``split`` change (file sizes, mtimes,
+        options), or ``None`` when the source has no such identity (then ``store = "mmap"`` is refused)."""
+        return None
+
+    def read_all(self, split: Split) -> np.ndarray:
+        """Every image of ``split`` in file order, ``[N, H, W, C]``; a memory map where the source has a decoded
+        cache on disk, so the mmap store is built in bounded memory. Default: :meth:`read_images` of all."""
+        return self.read_images(split, None)
+
+    def dropped(self, split: Split) -> np.ndarray:
+        """File-order indices of images that could not be decoded and were skipped (known after reading)."""
+        return np.empty(0, dtype=np.int64)
+
     # -- the DataSource API -----------------------------------------------------------------------------
     def info(self) -> DatasetInfo:
         if self._info is None:
@@ -194,7 +230,8 @@ class ProcessedSource(DataSource):
         return self._load_processed(split)
 
     # -- internals ----------------------------------------------------------------------------------------
-    def _load_processed(self, split: Split) -> tuple[torch.Tensor, torch.Tensor]:
+    def kept(self, split: Split) -> tuple[np.ndarray, np.ndarray]:
+        """(file-order indices, labels) of the images the ``classes``/``*_per_class`` options keep."""
         cfg = self.config
         nat = self.native()
         labels = np.asarray(self.read_labels(split)).astype(np.int64, copy=False)
@@ -203,9 +240,19 @@ class ProcessedSource(DataSource):
                             f"[0, {nat.num_classes - 1}] (found {labels.min()}..{labels.max()})")
         per_class = cfg.train_per_class if split == "train" else cfg.test_per_class
         keep = select_indices(labels, classes=cfg.classes, per_class=per_class)
-        raw = self.read_images(split, keep)
-        if keep is not None:
-            labels = labels[keep]
+        if keep is None:
+            return np.arange(labels.shape[0]), labels
+        return keep, labels[keep]
+
+    def _load_processed(self, split: Split) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.config
+        nat = self.native()
+        keep, labels = self.kept(split)
+        raw = self.read_images(split, None if len(keep) == len(self.read_labels(split)) else keep)
+        dropped = self.dropped(split)
+        if dropped.size:  # a skipped image leaves with its label, never shifting the others
+            ok = ~np.isin(keep, dropped)
+            raw, labels = raw[ok], labels[ok]
         images = nhwc_to_nchw(raw)
         if images.shape[0] != labels.shape[0]:
             raise DataError(f"data source '{self.source_name}' ({nat.name}, {split}): {images.shape[0]} images but "

@@ -1,9 +1,19 @@
-"""The on-device, class-indexed store of one dataset split, and its batch samplers.
+"""The class-indexed store of one dataset split, and its batch samplers.
 
-The whole split lives on the run's device as uint8 ``[N, C, H, W]`` images sorted by class (stable, so file order
-is kept within a class), with int64 labels and per-class offsets/counts. Batches are drawn with one gather and
-normalised on the fly with a fused multiply-add (``x * scale[c] + shift[c]``), so the float copy of the dataset
-never exists. Indices everywhere (``RealBatch.indices``, :meth:`take`, :meth:`random_indices_per_class`) are
+The split is held as uint8 ``[N, C, H, W]`` images sorted by class (stable, so file order is kept within a class),
+with int64 labels and per-class offsets/counts on the run's device. Where the pixels live is the *placement*
+(``[data] store``):
+
+* ``device`` — on the run's device (the default for data that fits);
+* ``host`` — in host memory (pinned when the run is on CUDA); only each batch is copied to the device;
+* ``mmap`` — a class-sorted uint8 file in the cache, memory-mapped read-only: every process on a host that maps
+  it shares the kernel's page cache (one copy per host, however many ranks), and the pages a gather touched
+  are dropped from the process after each gather, so its resident memory does not grow with the dataset.
+
+Batches are drawn with one gather and normalised on the fly with a fused multiply-add (``x * scale[c] +
+shift[c]``), so the float copy of the dataset never exists. Which images are drawn is computed on the run's
+device from the generator alone, never from the placement: the same seed gives the same batch, bit for bit,
+under every placement. Indices everywhere (``RealBatch.indices``, :meth:`take`, :meth:`random_indices_per_class`) are
 positions in this class-sorted store; ``source_index`` maps them back to the order the data source returned.
 
 Per-class sampling follows the official ``get_images(c, n)`` (a random permutation of class c truncated to n:
@@ -13,25 +23,36 @@ slots (beyond a class's count) masked to -1, ``topk`` per row, plus the class of
 
 from __future__ import annotations
 
-from typing import Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 
 from ddcore.errors import DataError
 from ddcore.types import DatasetInfo, RealBatch
 
-__all__ = ["ClassIndexedData"]
+__all__ = ["PLACEMENTS", "ClassIndexedData"]
+
+#: where the pixels of a split can live (``[data] store``; ``auto`` is resolved by :func:`ddcore.data.placement`)
+PLACEMENTS = ("device", "host", "mmap")
 
 
 class ClassIndexedData:
-    """One split of a dataset on a device, indexed by class.
+    """One split of a dataset, indexed by class.
 
-    :param images_uint8: uint8 ``[N, C, H, W]`` images (any order; they are sorted by class here).
+    :param images_uint8: uint8 ``[N, C, H, W]`` images (any order; they are sorted by class here, unless
+        ``source_index`` says they already are).
     :param labels: int64 ``[N]`` labels in ``[0, info.num_classes)``.
     :param info: the dataset's :class:`~ddcore.types.DatasetInfo` (normalisation constants, class count).
-    :param device: where images, labels and every drawn batch live.
+    :param device: where labels and every drawn batch live (the run's device).
+    :param placement: where the pixels live: ``device``, ``host`` or ``mmap`` (see the module doc). ``mmap``
+        takes ``images_uint8`` as given (a CPU tensor over a memory map, already class-sorted).
+    :param source_index: for images already sorted by class: the position of each in the source's order
+        (labels must then be non-decreasing). ``None``: sort here.
+    :param mapping: the memory map behind ``images_uint8`` (``mmap``), whose touched pages are released after
+        every gather.
 
-    :ivar images: uint8 ``[N, C, H, W]`` on ``device``, class-sorted.
+    :ivar images: uint8 ``[N, C, H, W]``, class-sorted, on ``device`` (``device`` placement) or the CPU. Index it
+        through :meth:`pixels`, which returns the rows on ``device`` whatever the placement.
     :ivar labels: int64 ``[N]`` on ``device``, non-decreasing.
     :ivar offsets: int64 ``[num_classes]``: first position of each class.
     :ivar counts: int64 ``[num_classes]``: images per class (``class_counts`` is the same as a list).
@@ -39,7 +60,8 @@ class ClassIndexedData:
     """
 
     def __init__(self, images_uint8: torch.Tensor, labels: torch.Tensor, info: DatasetInfo,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", *, placement: str = "device",
+                 source_index: Optional[torch.Tensor] = None, mapping: Any = None):
         if images_uint8.dtype != torch.uint8 or images_uint8.ndim != 4:
             raise DataError(f"ClassIndexedData needs uint8 [N, C, H, W] images, got {images_uint8.dtype} "
                             f"{list(images_uint8.shape)}")
@@ -52,13 +74,35 @@ class ClassIndexedData:
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= info.num_classes):
             raise DataError(f"ClassIndexedData: labels must lie in [0, {info.num_classes - 1}], found "
                             f"{int(labels.min())}..{int(labels.max())}")
+        if placement not in PLACEMENTS:
+            raise DataError(f"ClassIndexedData: placement {placement!r}; expected one of {', '.join(PLACEMENTS)}")
         self.info = info
         self.device = torch.device(device)
+        self.placement = placement
+        self._mapping = mapping
 
-        order = torch.argsort(labels, stable=True)
+        if source_index is None:
+            if placement == "mmap":
+                raise DataError("ClassIndexedData: placement 'mmap' needs class-sorted images and their source_index")
+            order = torch.argsort(labels, stable=True)
+            labels = labels[order]
+            images_uint8 = images_uint8[order.to(images_uint8.device)]
+        else:
+            order = torch.as_tensor(source_index).to(torch.int64).reshape(-1)
+            if order.shape[0] != labels.shape[0] or (labels.numel() > 1 and bool((labels[1:] < labels[:-1]).any())):
+                raise DataError("ClassIndexedData: source_index given but the labels are not sorted by class")
         self.source_index = order.to(self.device)
-        self.labels = labels[order].to(self.device)
-        self.images = images_uint8[order.to(images_uint8.device)].to(self.device).contiguous()
+        self.labels = labels.to(self.device)
+        if placement == "device":
+            self.images = images_uint8.to(self.device).contiguous()
+        elif placement == "host":
+            self.images = images_uint8.cpu().contiguous()
+            if self.device.type == "cuda":
+                self.images = self.images.pin_memory()
+        else:
+            if images_uint8.device.type != "cpu" or not images_uint8.is_contiguous():
+                raise DataError("ClassIndexedData: placement 'mmap' needs a contiguous CPU tensor over the map")
+            self.images = images_uint8
         counts = torch.bincount(labels, minlength=info.num_classes)
         self.counts = counts.to(self.device)
         self.offsets = (torch.cumsum(counts, 0) - counts).to(self.device)
@@ -83,7 +127,7 @@ class ClassIndexedData:
 
     def __repr__(self) -> str:
         return (f"ClassIndexedData({self.info.name}, n={len(self)}, classes={self.num_classes}, "
-                f"shape={list(self.info.image_shape)}, device={self.device})")
+                f"shape={list(self.info.image_shape)}, device={self.device}, placement={self.placement})")
 
     # -- pixels --------------------------------------------------------------------------------------------
     def normalize(self, x_uint8: torch.Tensor) -> torch.Tensor:
@@ -94,10 +138,28 @@ class ClassIndexedData:
         """Normalised float images -> pixels in [0, 1] (not clamped), e.g. for saving or plotting."""
         return (x - self._shift) / (self._scale * 255.0)
 
+    def pixels(self, indices: torch.Tensor) -> torch.Tensor:
+        """uint8 ``[len(indices), C, H, W]`` at store positions ``indices`` (1-D), on ``device``: one gather.
+
+        ``host``/``mmap``: gathered on the CPU (into pinned memory for a CUDA run), then copied; ``mmap`` then
+        drops the pages the gather touched from this process (they stay in the shared page cache).
+        """
+        if self.images.device == self.device:
+            return self.images[indices.to(self.device)]
+        idx = indices.to("cpu", torch.int64).reshape(-1)
+        if self.device.type == "cuda":
+            out = torch.empty((idx.shape[0], *self.images.shape[1:]), dtype=torch.uint8, pin_memory=True)
+            torch.index_select(self.images, 0, idx, out=out)
+        else:
+            out = torch.index_select(self.images, 0, idx)
+        if self._mapping is not None:
+            self._mapping.release()
+        return out.to(self.device, non_blocking=True)
+
     def take(self, indices: torch.Tensor, *, per_class: Optional[int] = None) -> RealBatch:
         """The normalised images at store positions ``indices`` (one gather)."""
         indices = indices.to(self.device)
-        return RealBatch(images=self.normalize(self.images[indices]), labels=self.labels[indices],
+        return RealBatch(images=self.normalize(self.pixels(indices)), labels=self.labels[indices],
                          indices=indices, per_class=per_class)
 
     # -- sampling ------------------------------------------------------------------------------------------
