@@ -1,6 +1,6 @@
 """Parallel, resumable decoding of image files (or npz JPEG payloads) into the decode cache (internal).
 
-The images of a split are cut into chunks of :data:`CHUNK` images. Worker processes (``spawn``) decode chunks
+The images of a split are cut into chunks of :data:`CHUNK` images. Worker processes decode chunks
 with Pillow and send the pixels back; the parent writes each chunk at its offset of ``<name>.npy.part`` and
 records it in ``<name>.state.json`` (atomically), so a decode that is interrupted (Ctrl-C, a killed job) resumes
 with the chunks still missing. When every chunk is in, the part file is renamed to ``<name>.npy``. An image that
@@ -175,7 +175,9 @@ def _run_chunks(items: Any, spec: DecodeSpec, chunks: list[np.ndarray], workers:
         return
     import multiprocessing
 
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    # fork where there is one: a worker only runs Pillow and numpy, and skips re-importing torch (seconds each)
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method))
     try:
         pending: dict[Any, int] = {}
         queue = iter(range(len(chunks)))

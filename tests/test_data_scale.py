@@ -1,0 +1,214 @@
+"""Data at scale: store placements (device / host / mmap) and the parallel, resumable decode into the cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import ddcore.data._decode as decode_mod
+from ddcore.data.digits import DigitsConfig, DigitsSource
+from ddcore.data.imagefolder import ImageFolderConfig, ImageFolderSource
+from ddcore.data.placement import choose_placement, open_split
+from ddcore.errors import DataError
+from ddcore.testing import run_recipe, tiny_recipe
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DDCORE_CACHE", str(tmp_path / "cache"))
+
+
+def write_folder(root: Path, classes: int = 4, per_class: int = 7, size: int = 12, *, seed: int = 0) -> None:
+    """``root/{train,test}/cK/*.png`` with class-dependent brightness; one training image per class is larger
+    (the source resizes it), so the decode does more than copy bytes."""
+    rng = np.random.default_rng(seed)
+    for split in ("train", "test"):
+        for c in range(classes):
+            folder = root / split / f"c{c}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class if split == "train" else 2):
+                side = size + 4 if (split == "train" and i == 3) else size
+                pixels = np.clip(rng.integers(0, 60, (side, side, 3)) + 40 * c, 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i:03d}.png")
+
+
+def all_draws(data, seed: int = 3) -> list[torch.Tensor]:
+    """Everything the engine and the components draw from a split, for one seed."""
+    out = []
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(3):
+        batch = data.sample_per_class(3, g)
+        out += [batch.images, batch.labels, batch.indices]
+    batch = data.sample_per_class(2, g, classes=torch.tensor([2, 0]))
+    out += [batch.images, batch.indices]
+    batch = data.sample_uniform(5, g)
+    out += [batch.images, batch.labels]
+    idx = data.random_indices_per_class([1, 2, 0, 3], g)
+    out += [idx, data.pixels(idx), data.take(idx).images]
+    out += [b.images for b in data.iterate(6, g)]
+    out += [data.labels, data.source_index, data.counts, data.offsets]
+    return out
+
+
+def test_every_placement_draws_bit_identical_batches(tmp_path):
+    write_folder(tmp_path / "folder")
+    source = ImageFolderSource(ImageFolderConfig(root=str(tmp_path / "folder"), resize=8, train_per_class=6), None)
+    info = source.info()
+    stores = {p: open_split(source, "train", info, torch.device("cpu"), p) for p in ("device", "host", "mmap")}
+    assert {p: s.placement for p, s in stores.items()} == {p: p for p in stores}
+    mapped = stores["mmap"]
+    # the mmap store's pixels are the class-sorted file in the cache, not a copy in this process
+    assert mapped._mapping.path.parent == tmp_path / "cache" / "stores"
+    assert mapped.images.data_ptr() == torch.from_numpy(mapped._mapping.array).data_ptr()
+    want = all_draws(stores["device"])
+    for placement in ("host", "mmap"):
+        got = all_draws(stores[placement])
+        assert len(got) == len(want)
+        for a, b in zip(got, want):
+            assert a.dtype == b.dtype and torch.equal(a, b), placement
+    # and a different seed draws something else (the comparison above is not vacuous)
+    assert not torch.equal(all_draws(stores["mmap"], seed=4)[0], want[0])
+
+
+def test_mmap_store_file_is_reused_and_keyed_by_options(tmp_path):
+    source = DigitsSource(DigitsConfig(classes=5), None)
+    first = open_split(source, "train", source.info(), torch.device("cpu"), "mmap")
+    stat = first._mapping.path.stat()
+    again = open_split(DigitsSource(DigitsConfig(classes=5), None), "train", source.info(), torch.device("cpu"),
+                       "mmap")
+    assert again._mapping.path == first._mapping.path and again._mapping.path.stat().st_mtime_ns == stat.st_mtime_ns
+    other = DigitsSource(DigitsConfig(classes=4), None)
+    fewer = open_split(other, "train", other.info(), torch.device("cpu"), "mmap")
+    assert fewer._mapping.path != first._mapping.path and int(fewer.labels.max()) == 3
+    # the file holds exactly the in-memory store's pixels
+    x, y = DigitsSource(DigitsConfig(classes=5), None).load("train")
+    order = torch.argsort(y, stable=True)
+    assert torch.equal(first.images, x[order]) and torch.equal(first.labels, y[order])
+
+
+def test_a_damaged_store_file_is_an_error_naming_it(tmp_path):
+    source = DigitsSource(DigitsConfig(), None)
+    data = open_split(source, "train", source.info(), torch.device("cpu"), "mmap")
+    path = data._mapping.path
+    del data
+    with open(path, "r+b") as fh:
+        fh.truncate(100)
+    with pytest.raises(DataError, match=f"store file {path} does not match"):
+        open_split(DigitsSource(DigitsConfig(), None), "train", source.info(), torch.device("cpu"), "mmap")
+
+
+def test_auto_placement_follows_size():
+    cpu = torch.device("cpu")
+    assert choose_placement(1 << 20, cpu) == "device"
+    assert choose_placement(1 << 50, cpu) == "mmap"
+    assert choose_placement(1 << 50, cpu, mappable=False) == "device"
+    assert choose_placement(1 << 30, cpu, ranks_on_host=1 << 20) == "mmap"
+
+
+def test_bad_store_name_is_a_recipe_error(tmp_path):
+    from ddcore.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="store"):
+        run_recipe(tiny_recipe(data={"name": "digits", "store": "disk"}), tmp_path)
+
+
+def test_a_run_is_bit_identical_under_every_placement(tmp_path):
+    sets = {}
+    for placement in ("device", "host", "mmap"):
+        recipe = tiny_recipe(data={"name": "digits", "store": placement}, run={**tiny_recipe()["run"], "iterations": 2})
+        del recipe["eval"]
+        result = run_recipe(recipe, tmp_path, out_name=placement)
+        assert result.run.build_ctx.train.placement == placement
+        sets[placement] = result.synset.images
+    assert torch.equal(sets["host"], sets["device"]) and torch.equal(sets["mmap"], sets["device"])
+
+
+# -- decoding ------------------------------------------------------------------------------------------------
+
+
+def load(root: Path, **options):
+    return ImageFolderSource(ImageFolderConfig(root=str(root), **options), None).load("train")
+
+
+def test_parallel_decode_equals_the_in_process_decode(tmp_path, monkeypatch):
+    write_folder(tmp_path / "f", classes=3, per_class=9)
+    serial = load(tmp_path / "f", decode_workers=1, cache=False)
+    monkeypatch.setattr(decode_mod, "POOL_MIN", 0)
+    monkeypatch.setattr(decode_mod, "CHUNK", 4)  # 27 images: 7 chunks over 2 worker processes
+    parallel = load(tmp_path / "f", decode_workers=2)
+    assert torch.equal(parallel[0], serial[0]) and torch.equal(parallel[1], serial[1])
+    assert len(list((tmp_path / "cache" / "decoded").glob("imagefolder-f-train-*.npy"))) == 1
+
+
+def test_an_interrupted_decode_resumes_with_the_missing_chunks(tmp_path, monkeypatch):
+    write_folder(tmp_path / "f", classes=3, per_class=9)
+    want = load(tmp_path / "f", cache=False)
+    monkeypatch.setattr(decode_mod, "CHUNK", 4)
+    real = decode_mod._decode_rows
+    calls = []
+
+    def interrupted(items, spec, rows):
+        calls.append(list(rows))
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(items, spec, rows)
+
+    monkeypatch.setattr(decode_mod, "_decode_rows", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        load(tmp_path / "f", decode_workers=1)
+    decoded = tmp_path / "cache" / "decoded"
+    assert list(decoded.glob("*.npy.part")) and list(decoded.glob("*.state.json"))
+    calls.clear()
+    monkeypatch.setattr(decode_mod, "_decode_rows", lambda *a: (calls.append(list(a[2])), real(*a))[1])
+    got = load(tmp_path / "f", decode_workers=1)
+    # chunks 0-2 were kept; only chunks 3..6 (images 12..26) are decoded again
+    assert [r[0] for r in calls] == [12, 16, 20, 24]
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert not list(decoded.glob("*.part")) and not list(decoded.glob("*.state.json"))
+
+
+def corrupt(root: Path) -> Path:
+    bad = root / "train" / "c1" / "002.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return bad
+
+
+def test_an_unreadable_file_fails_with_one_line_naming_it(tmp_path):
+    write_folder(tmp_path / "f", classes=3, per_class=5)
+    bad = corrupt(tmp_path / "f")
+    with pytest.raises(DataError) as err:
+        load(tmp_path / "f")
+    message = str(err.value)
+    assert "\n" not in message and str(bad) in message and 'unreadable = "skip"' in message
+
+
+def test_an_unreadable_file_is_skipped_with_its_label(tmp_path):
+    write_folder(tmp_path / "f", classes=3, per_class=5)
+    clean_x, clean_y = load(tmp_path / "f", cache=False)
+    bad = corrupt(tmp_path / "f")
+    lines = []
+    source = ImageFolderSource(ImageFolderConfig(root=str(tmp_path / "f"), unreadable="skip"),
+                               type("Build", (), {"log": staticmethod(lines.append), "progress": False})())
+    x, y = source.load("train")
+    assert len(lines) == 1 and str(bad) in lines[0] and "skipping" in lines[0]
+    keep = torch.arange(len(clean_y)) != 7  # c1/002 is file-order image 5 + 2
+    assert torch.equal(y, clean_y[keep]) and torch.equal(x, clean_x[keep])
+    # a later run reads the cache and drops the same image; the mmap store too
+    again = ImageFolderSource(ImageFolderConfig(root=str(tmp_path / "f"), unreadable="skip"), None)
+    assert torch.equal(again.load("train")[1], clean_y[keep])
+    mapped = open_split(again, "train", again.info(), torch.device("cpu"), "mmap")
+    assert torch.equal(mapped.labels, clean_y[keep]) and torch.equal(mapped.images, clean_x[keep])
+
+
+def test_decode_progress_reports_images_per_second(tmp_path):
+    write_folder(tmp_path / "f", classes=2, per_class=3)
+    lines = []
+    build = type("Build", (), {"log": staticmethod(lines.append), "progress": True})()
+    ImageFolderSource(ImageFolderConfig(root=str(tmp_path / "f")), build).load("train")
+    assert lines and lines[-1].startswith("decode data source 'imagefolder': 6/6 images")
+    assert "images/s" in lines[-1] and "ETA" in lines[-1]
