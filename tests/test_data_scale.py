@@ -212,3 +212,58 @@ def test_decode_progress_reports_images_per_second(tmp_path):
     ImageFolderSource(ImageFolderConfig(root=str(tmp_path / "f")), build).load("train")
     assert lines and lines[-1].startswith("decode data source 'imagefolder': 6/6 images")
     assert "images/s" in lines[-1] and "ETA" in lines[-1]
+
+
+# -- the large-scale recipes, end to end on a stand-in folder of TinyImageNet's shape ---------------------------
+
+SCALE_RECIPES = ["tinyimagenet_dm", "tinyimagenet_idm", "tinyimagenet_idm_iid", "imagenet64_dm"]
+#: test scale: 2 steps, 1 image per class, a narrow ConvNet-4 (64x64 kept), 1-epoch evaluation
+TINY = ["run.iterations=2", "run.checkpoint_every=0", "run.compile=off", "synset.ipc=1", "real.batch=2",
+        "backbone.width=8", "eval.num_models=1", "eval.epochs=1", "eval.models=[\"ConvNetD1\"]", "eval.compile=off"]
+PER_RECIPE = {
+    "tinyimagenet_idm": ["sampler.trained_bs=16", "sampler.model_train_steps=1"],
+    "tinyimagenet_idm_iid": ["sampler.trained_bs=16", "sampler.model_train_steps=1", "objective[3].pool.size=1",
+                             "objective[3].pool.epochs=1", "objective[3].pool.batch=128",
+                             "objective[3].pool.arch=\"ConvNetD1\""],
+    # the recipe resizes every image to 64x64 while decoding, and a split of ImageNet's size is memory-mapped
+    "imagenet64_dm": ["data.store=mmap", "data.decode_workers=2"],
+}
+
+
+@pytest.fixture(scope="module")
+def standin_tiny_imagenet(tmp_path_factory):
+    """TinyImageNet's layout and shape with random pixels: 200 wnid folders of 64x64 JPEGs (2 per class),
+    val/images + val_annotations.txt (1 per class), words.txt; two training images are 72x80 (resized)."""
+    root = tmp_path_factory.mktemp("standin") / "tiny-imagenet-200"
+    rng = np.random.default_rng(0)
+    words, notes = [], []
+    (root / "val" / "images").mkdir(parents=True)
+    for c in range(200):
+        wnid = f"n{c:08d}"
+        words.append(f"{wnid}\tclass {c}, thing")
+        folder = root / "train" / wnid / "images"
+        folder.mkdir(parents=True)
+        for i in range(2):
+            shape = (72, 80, 3) if (c, i) in ((5, 0), (150, 1)) else (64, 64, 3)
+            Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(folder / f"{wnid}_{i}.JPEG")
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(root / "val" / "images" / f"v{c}.JPEG")
+        notes.append(f"v{c}.JPEG\t{wnid}\t0\t0\t63\t63")
+    (root / "words.txt").write_text("\n".join(words) + "\n")
+    (root / "val" / "val_annotations.txt").write_text("\n".join(notes) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("name", SCALE_RECIPES)
+def test_scale_recipe_checks_and_runs_on_a_standin(name, standin_tiny_imagenet, tmp_path, capsys):
+    from ddcore.cli import main
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / f"{name}.toml"
+    assert main(["recipe", "check", str(recipe)]) in (0, None), capsys.readouterr().err
+    overrides = [f"data.root={standin_tiny_imagenet}", *TINY, *PER_RECIPE.get(name, [])]
+    result = run_recipe(recipe, tmp_path, overrides)
+    train = result.run.build_ctx.train
+    assert train.num_classes == 200 and len(train) == 400 and tuple(train.images.shape[1:]) == (3, 64, 64)
+    assert train.placement == ("mmap" if name == "imagenet64_dm" else "device")
+    assert result.synset.images.shape[0] == 200 and torch.isfinite(result.synset.images).all()
+    evaluation = result.results["synset"]
+    assert evaluation["num_models"] == 1 and 0.0 <= evaluation["mean"] <= 100.0

@@ -52,7 +52,7 @@ class RealInit(Init):
 
     def __call__(self, counts, generator):
         idx = self.build.train.random_indices_per_class(counts, generator)
-        return self.build.train.normalize(self.build.train.images[idx])
+        return self.build.train.normalize(self.build.train.pixels(idx))
 
 
 class NoiseInit(Init):

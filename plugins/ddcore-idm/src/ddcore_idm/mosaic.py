@@ -51,6 +51,6 @@ class MosaicInit(Init):
                               key="synset.init.grid")
         train = self.build.train
         idx = train.random_indices_per_class([n * g * g for n in counts], generator)
-        real = train.normalize(train.images[idx]).float()  # class-major, [sum(counts) * g*g, C, H, W]
+        real = train.normalize(train.pixels(idx)).float()  # class-major, [sum(counts) * g*g, C, H, W]
         small = F.interpolate(real, scale_factor=1.0 / g, mode="bilinear", align_corners=False)
         return tile_mosaic(small, g)
