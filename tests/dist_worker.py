@@ -7,6 +7,7 @@ test pays the start-up of the process group once.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -21,6 +22,10 @@ def main() -> None:
                             progress=False, log=lambda *_: None)
         run.execute()
         assert run.dist.world_size == 2 and run.dist.mode == mode, (run.dist.world_size, run.dist.mode)
+        train = run.build_ctx.train
+        mapping = getattr(train, "_mapping", None)
+        (Path(out_root) / f"store-rank{run.dist.rank}.json").write_text(json.dumps(
+            {"placement": train.placement, "file": str(mapping.path) if mapping is not None else None}))
     shutdown()
 
 

@@ -30,6 +30,8 @@ WORKER = Path(__file__).with_name("dist_worker.py")
 def recipe() -> dict:
     return tiny_recipe(
         name="tiny-dist",
+        # memory-mapped: both ranks map one store file (one copy per host), built once under a lock
+        data={"name": "digits", "store": "mmap"},
         augment=[{"name": "dsa"}],
         objective=[{"name": "moment_matching", "moments": 1}],
         # eager: three processes compiling the same tiny net would triple the test's time for no coverage
@@ -75,7 +77,11 @@ def test_two_gloo_ranks_match_single_process(tmp_path):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
+    maps = [json.loads((tmp_path / "dist" / f"store-rank{r}.json").read_text()) for r in (0, 1)]
+    assert maps[0]["placement"] == maps[1]["placement"] == "mmap"
+    assert maps[0]["file"] == maps[1]["file"] and Path(maps[0]["file"]).is_file()
     single = run_recipe(recipe(), tmp_path, out_name="single")
+    assert single.run.build_ctx.train._mapping.path == Path(maps[0]["file"])
     want = load_file(str(single.out_dir / "synset.safetensors"))
     want_eval = json.loads((single.out_dir / "eval.json").read_text())[-1]
     for mode in ("class_sharded", "data_parallel"):
