@@ -91,6 +91,29 @@ def test_mmap_store_file_is_reused_and_keyed_by_options(tmp_path):
     assert torch.equal(first.images, x[order]) and torch.equal(first.labels, y[order])
 
 
+def mapped_rss_kb(path: Path) -> int:
+    """Resident kB of this process's mappings of ``path`` (``/proc/self/smaps``)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if "-" in line.split(" ")[0] and len(line.split()) >= 5:  # a mapping's header line
+            inside = line.rstrip().endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc/self/smaps")
+def test_mmap_gathers_leave_no_pages_resident(tmp_path):
+    source = DigitsSource(DigitsConfig(channels=3, resize=32), None)
+    data = open_split(source, "train", source.info(), torch.device("cpu"), "mmap")
+    path = data._mapping.path
+    assert path.stat().st_size > 64 * 4096  # several pages, so a leak would show
+    np.asarray(data._mapping.array).sum()  # touch every page: they are resident now
+    assert mapped_rss_kb(path) > 0
+    batch = data.take(torch.arange(len(data)))  # a gather of every image releases them again
+    assert batch.images.shape[0] == len(data) and mapped_rss_kb(path) == 0
+
+
 def test_a_damaged_store_file_is_an_error_naming_it(tmp_path):
     source = DigitsSource(DigitsConfig(), None)
     data = open_split(source, "train", source.info(), torch.device("cpu"), "mmap")

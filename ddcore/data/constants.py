@@ -1,6 +1,6 @@
 """Standard per-channel normalisation constants of well-known datasets (pixels in [0, 1]).
 
-CIFAR-10/100 and TinyImageNet are the values of the official DC/DSA/DM code (VICO-UoE/DatasetCondensation
+CIFAR-10/100 and TinyImageNet (the ImageNet constants, also used for ImageNet itself) are the values of the official DC/DSA/DM code (VICO-UoE/DatasetCondensation
 ``utils.get_dataset``; see shared/research/official_code_facts.md §0.3), so results stay comparable with the
 published numbers. MNIST, FashionMNIST and SVHN are the usual torchvision-community values. Datasets not listed
 here get constants computed from their training split (:func:`ddcore.data.transforms.channel_stats`).
@@ -22,6 +22,7 @@ KNOWN_STATS: dict[str, Stats] = {
     "FashionMNIST": ((0.2860,), (0.3530,)),
     "SVHN": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
     "TinyImageNet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "ImageNet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 
 #: folder names (lower-cased, '_' read as '-') of npz/imagefolder datasets -> canonical dataset name.
@@ -39,6 +40,9 @@ FOLDER_ALIASES: dict[str, str] = {
     "tiny-imagenet": "TinyImageNet",
     "tiny-imagenet-200": "TinyImageNet",
     "tinyimagenet": "TinyImageNet",
+    "imagenet": "ImageNet",
+    "imagenet-1k": "ImageNet",
+    "imagenet64": "ImageNet",
 }
 
 

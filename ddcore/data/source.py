@@ -175,6 +175,7 @@ class ProcessedSource(DataSource):
         super().__init__(config, build)
         self._info: Optional[DatasetInfo] = None
         self._pending_train: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+        self._split_sizes: dict[str, int] = {}  # images per split before the options select (set by kept())
 
     # -- what subclasses provide ----------------------------------------------------------------------
     @abc.abstractmethod
@@ -240,6 +241,7 @@ class ProcessedSource(DataSource):
                             f"[0, {nat.num_classes - 1}] (found {labels.min()}..{labels.max()})")
         per_class = cfg.train_per_class if split == "train" else cfg.test_per_class
         keep = select_indices(labels, classes=cfg.classes, per_class=per_class)
+        self._split_sizes[split] = labels.shape[0]
         if keep is None:
             return np.arange(labels.shape[0]), labels
         return keep, labels[keep]
@@ -248,7 +250,7 @@ class ProcessedSource(DataSource):
         cfg = self.config
         nat = self.native()
         keep, labels = self.kept(split)
-        raw = self.read_images(split, None if len(keep) == len(self.read_labels(split)) else keep)
+        raw = self.read_images(split, None if len(keep) == self._split_sizes[split] else keep)
         dropped = self.dropped(split)
         if dropped.size:  # a skipped image leaves with its label, never shifting the others
             ok = ~np.isin(keep, dropped)

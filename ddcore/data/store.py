@@ -144,7 +144,7 @@ class ClassIndexedData:
         ``host``/``mmap``: gathered on the CPU (into pinned memory for a CUDA run), then copied; ``mmap`` then
         drops the pages the gather touched from this process (they stay in the shared page cache).
         """
-        if self.images.device == self.device:
+        if self._mapping is None and self.images.device == self.device:
             return self.images[indices.to(self.device)]
         idx = indices.to("cpu", torch.int64).reshape(-1)
         if self.device.type == "cuda":
