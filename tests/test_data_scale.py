@@ -294,3 +294,33 @@ def test_scale_recipe_checks_and_runs_on_a_standin(name, standin_tiny_imagenet, 
     if name == "tinyimagenet_dm":
         evaluation = result.results["synset"]
         assert evaluation["num_models"] == 1 and 0.0 <= evaluation["mean"] <= 100.0
+
+
+def test_npz_jpeg_payloads_decode_in_parallel_and_name_a_damaged_image(tmp_path, monkeypatch):
+    import io
+
+    from ddcore.data.npz import NpzConfig, NpzSource
+
+    rng = np.random.default_rng(1)
+    blobs = []
+    for i in range(18):
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (10, 10, 3), dtype=np.uint8)).save(buf, format="JPEG")
+        blobs.append(np.frombuffer(buf.getvalue(), dtype=np.uint8))
+    folder = tmp_path / "enc"
+    folder.mkdir()
+
+    def write(parts):
+        offsets = np.concatenate([[0], np.cumsum([len(b) for b in parts])]).astype(np.int64)
+        for split in ("train", "test"):
+            np.savez(folder / f"{split}.npz", jpeg=np.concatenate(parts), offsets=offsets, y=np.arange(18) % 3)
+
+    write(blobs)
+    serial = NpzSource(NpzConfig(path=str(folder), decode_workers=1, cache=False), None).load("train")
+    monkeypatch.setattr(decode_mod, "POOL_MIN", 0)
+    monkeypatch.setattr(decode_mod, "CHUNK", 4)
+    parallel = NpzSource(NpzConfig(path=str(folder), decode_workers=2), None).load("train")
+    assert torch.equal(parallel[0], serial[0]) and torch.equal(parallel[1], serial[1])
+    write(blobs[:11] + [blobs[11][:40]] + blobs[12:])  # image 11 cut short
+    with pytest.raises(DataError, match=r"train\.npz image 11: .*Error"):
+        NpzSource(NpzConfig(path=str(folder), decode_workers=2), None).load("train")
