@@ -250,7 +250,8 @@ PER_RECIPE = {
     "tinyimagenet_idm": ["sampler.trained_bs=16", "sampler.model_train_steps=1", "run.eval_at_end=false"],
     "tinyimagenet_idm_iid": ["sampler.trained_bs=16", "sampler.model_train_steps=1", "objective[3].pool.size=1",
                              "objective[3].pool.epochs=1", "objective[3].pool.batch=128",
-                             "objective[3].pool.arch=\"ConvNetD1\"", "run.eval_at_end=false"],
+                             "objective[3].pool.arch={name=\"ConvNetD1\", width=8}", "run.iterations=1",
+                             "run.eval_at_end=false"],
     # the recipe resizes every image to 64x64 while decoding, and a split of ImageNet's size is memory-mapped
     "imagenet64_dm": ["data.store=mmap", "data.decode_workers=2", "run.eval_at_end=false"],
 }
