@@ -11,7 +11,8 @@ plus noise, quality 90) once, then decodes it with the ``imagefolder`` source in
 ``steps``: for each size writes a stand-in training split *directly as a decoded cache* (raw uint8 NHWC, 64x64x3,
 200 classes in class blocks as an ImageFolder lists them; random pixels: timing does not depend on them), then for
 each placement runs one child process that builds the engine's ``Run`` on it (recipe: DM on TinyImageNet's shape,
-ConvNet depth 4, width ``--width`` (official: 128), ipc 1, siamese DSA, eager; ``--real-batch`` real images per class) and reports
+ConvNet depth 4, width ``--width`` (official: 128), ipc 1, siamese DSA, eager; ``--real-batch`` real images per
+class) and reports
 
 * ``build_s``: the data load (device/host: read into memory, class-sort; mmap: map the store file, which the
   parent built beforehand: ``store_build_s``);
@@ -149,8 +150,8 @@ def child(args) -> None:
 
     torch.set_num_threads(args.threads)
     host = register_standin()
-    run = Run(parse_recipe(recipe(Path(args.path), args.placement, args.real_batch, args.width)), host=host, out_dir=None,
-              device="cpu", progress=False, log=lambda *_: None)
+    parsed = parse_recipe(recipe(Path(args.path), args.placement, args.real_batch, args.width))
+    run = Run(parsed, host=host, out_dir=None, device="cpu", progress=False, log=lambda *_: None)
     t = time.perf_counter()
     run.build()
     build_s = time.perf_counter() - t

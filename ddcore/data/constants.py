@@ -1,9 +1,10 @@
 """Standard per-channel normalisation constants of well-known datasets (pixels in [0, 1]).
 
-CIFAR-10/100 and TinyImageNet (the ImageNet constants, also used for ImageNet itself) are the values of the official DC/DSA/DM code (VICO-UoE/DatasetCondensation
+CIFAR-10/100 and TinyImageNet are the values of the official DC/DSA/DM code (VICO-UoE/DatasetCondensation
 ``utils.get_dataset``; see shared/research/official_code_facts.md §0.3), so results stay comparable with the
-published numbers. MNIST, FashionMNIST and SVHN are the usual torchvision-community values. Datasets not listed
-here get constants computed from their training split (:func:`ddcore.data.transforms.channel_stats`).
+published numbers; TinyImageNet's are the ImageNet constants, used for ImageNet folders too. MNIST, FashionMNIST
+and SVHN are the usual torchvision-community values. Datasets not listed here get constants computed from their
+training split (:func:`ddcore.data.transforms.channel_stats`).
 """
 
 from __future__ import annotations
