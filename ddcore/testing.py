@@ -285,6 +285,9 @@ class StubTrainSplit:
     def normalize(self, x):
         return (x.float() / 255.0 - 0.5) / 0.25
 
+    def pixels(self, indices):
+        return self.images[indices]
+
     def random_indices_per_class(self, counts, generator):
         out = []
         for c, n in enumerate(counts):  # a stub: clarity over speed
