@@ -82,10 +82,15 @@ class Probe:
     def ddcore_register_evaluators(self, registry):
         registry.add("probe_eval", object)
 
+    @ddcore.hookimpl
+    def ddcore_register_recipe_tables(self, registry):
+        registry.add("probe_table", object)
+
 
 PROBE_NAMES = {"data": "probe_data", "backbone": "ProbeNet", "parameterization": "probe_param",
                "init": "probe_init", "augmentation": "probe_aug", "sampler": "probe_sampler",
-               "objective": "probe_term", "optimizer": "probe_opt", "evaluator": "probe_eval"}
+               "objective": "probe_term", "optimizer": "probe_opt", "evaluator": "probe_eval",
+               "table": "probe_table"}
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +140,10 @@ def test_hook_ddcore_register_optimizers(probe_host):
 
 def test_hook_ddcore_register_evaluators(probe_host):
     _check_registered(probe_host, "evaluator")
+
+
+def test_hook_ddcore_register_recipe_tables(probe_host):
+    _check_registered(probe_host, "table")  # structuring and validation: tests/test_plugins.py
 
 
 def test_probe_covers_every_kind():

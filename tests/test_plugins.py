@@ -411,6 +411,7 @@ class _TablePlugin:
 
 
 def test_plugin_table_is_structured_and_validated_with_the_recipe(tmp_path):
+    """A plugin-owned recipe table is structured and validated with the recipe, and read with Run.recipe_table."""
     host = PluginHost(autoload=False, extra=[_TablePlugin()])
     recipe = parse_recipe({**tiny_recipe(), "mytable": {"level": 3}})
     assert recipe.tables == ("mytable",)
