@@ -89,6 +89,13 @@ def _strip_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return out
 
 
+def _key_list(keys: list[str], what: str, show: int = 4) -> str:
+    if not keys:
+        return f"no {what} keys"
+    more = f", ... ({len(keys) - show} more)" if len(keys) > show else ""
+    return f"{len(keys)} {what} key(s) ({', '.join(keys[:show])}{more})"
+
+
 def load_teacher_file(path: Path, stem_padding: int = 2) -> CifarResNet18:
     """Build a :class:`CifarResNet18` from a user file (see the module docstring for the expected keys)."""
     if not path.is_file():
@@ -110,11 +117,17 @@ def load_teacher_file(path: Path, stem_padding: int = 2) -> CifarResNet18:
                         f"found e.g. {sorted(state)[:4]})")
     width, in_ch = int(state["conv1.weight"].shape[0]), int(state["conv1.weight"].shape[1])
     net = CifarResNet18(in_channels=in_ch, base_width=width, stem_padding=stem_padding)
-    expected = set(k for k in net.state_dict() if not k.endswith("num_batches_tracked"))
+    own = net.state_dict()
+    expected = set(k for k in own if not k.endswith("num_batches_tracked"))
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
-        raise UserError(f"synset.teacher.path: {path} does not match a ResNet18 (missing {missing[:5]}, "
-                        f"unexpected {unexpected[:5]})")
+        raise UserError(f"synset.teacher.path: {path} is not a ResNet18 trunk in torchvision / official KRR-ST / "
+                        f"ddcore layout: {_key_list(missing, 'missing')}; {_key_list(unexpected, 'unexpected')}")
+    wrong = [f"{k} {list(state[k].shape)} (expected {list(own[k].shape)})" for k in sorted(expected)
+             if state[k].shape != own[k].shape]
+    if wrong:
+        raise UserError(f"synset.teacher.path: {path} has {len(wrong)} tensor(s) of the wrong shape for a ResNet18 of "
+                        f"width {width}: {', '.join(wrong[:3])}")
     net.load_state_dict(state, strict=False)
     return net
 
