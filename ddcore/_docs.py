@@ -44,6 +44,8 @@ KIND_TITLES: dict[str, tuple[str, str]] = {
     "objective": ("Objective terms", "`[[objective]]` (any number; each also takes the engine-owned `weight`)"),
     "optimizer": ("Optimizers", "`[optimizer]`"),
     "evaluator": ("Evaluators", "`[eval]`"),
+    "table": ("Plugin recipe tables", "a top-level table of its own name (`[track]`), validated by `ddcore recipe "
+                                      "check` like the rest"),
 }
 
 #: The top-level keys of a recipe: key -> (TOML type, default, doc). Must cover ``ddcore.recipe.TOP_KEYS``.
@@ -72,9 +74,6 @@ TOP_LEVEL_DOCS: dict[str, tuple[str, str, str]] = {
                                   "`--set` syntax) applied when `synset.ipc` is N, over the recipe's own values "
                                   "but under a `--set` of the same key; consumed (the resolved recipe holds the "
                                   "applied values)."),
-    "track": ("table", "(none: no tracking)", "Experiment tracking, read and validated by the ddcore-track plugin "
-                                              "(which the recipe must then list in `plugins`); see "
-                                              "plugins/ddcore-track/README.md."),
 }
 
 

@@ -112,6 +112,11 @@ class Run:
     def from_file(cls, path: str | Path, overrides: list[str] = (), **kwargs) -> "Run":
         return cls(load_recipe(path, list(overrides)), **kwargs)
 
+    def recipe_table(self, name: str) -> Any:
+        """The structured config of the plugin-owned top-level table ``[name]`` (registered with
+        ``ddcore_register_recipe_tables``), or ``None`` when the recipe has no such table."""
+        return self.configs.get(name) if name in self.recipe.tables else None
+
     # -- build ----------------------------------------------------------------------------------------
     def build(self) -> "Run":
         """Load data onto the device and build every component (idempotent)."""

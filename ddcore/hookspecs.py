@@ -27,8 +27,8 @@ __all__ = [
     "PluginDeprecationWarning", "deprecated", "hookspec", "ddcore_register_data_sources",
     "ddcore_register_backbones", "ddcore_register_parameterizations", "ddcore_register_inits",
     "ddcore_register_augmentations", "ddcore_register_samplers", "ddcore_register_objectives",
-    "ddcore_register_optimizers", "ddcore_register_evaluators", "ddcore_run_started", "ddcore_step_end",
-    "ddcore_metrics", "ddcore_evaluated", "ddcore_run_finished"
+    "ddcore_register_optimizers", "ddcore_register_evaluators", "ddcore_register_recipe_tables",
+    "ddcore_run_started", "ddcore_step_end", "ddcore_metrics", "ddcore_evaluated", "ddcore_run_finished"
 ]
 
 hookspec = pluggy.HookspecMarker("ddcore")
@@ -174,6 +174,25 @@ def ddcore_register_evaluators(registry: "KindRegistry") -> None:
     Called once per plugin when the plugin host is created (``PluginHost()``), before any recipe is read.
 
     :param registry: call ``registry.add(name, factory, config=ConfigClass)``.
+    """
+
+
+@hookspec
+def ddcore_register_recipe_tables(registry: "KindRegistry") -> None:
+    """Register top-level recipe tables that a plugin owns (e.g. ``[track]`` of ddcore-track).
+
+    A plugin whose settings belong to no component (a tracker, a logger) declares its table here, so that
+    ``ddcore recipe check`` validates it with the rest of the recipe (an unknown key or a wrong type there names
+    its key path) and the generated recipe reference documents it. The factory is the table's config class::
+
+        registry.add("track", TrackConfig, config=TrackConfig)
+
+    At run time the plugin reads the structured table with :meth:`ddcore.engine.Run.recipe_table` (``None`` when
+    the recipe has no such table). A table name must not be one of the core's top-level keys.
+
+    Called once per plugin when the plugin host is created (``PluginHost()``), before any recipe is read.
+
+    :param registry: call ``registry.add(name, ConfigClass, config=ConfigClass)``.
     """
 
 

@@ -131,10 +131,7 @@ DEFAULTS: dict[str, Any] = {
 }
 #: ``[eval] baselines`` when the recipe does not set it
 DEFAULT_BASELINES: tuple[str, ...] = ("random",)
-TOP_KEYS = ("name", "plugins", "seed", "device", "real", "run", "augment", "objective", "paper", "by_ipc", *SECTIONS,
-            "track")
-#: Top-level tables the core reserves for a plugin, which validates their keys itself: table -> distribution.
-PLUGIN_TABLES = {"track": "ddcore-track"}
+TOP_KEYS = ("name", "plugins", "seed", "device", "real", "run", "augment", "objective", "paper", "by_ipc", *SECTIONS)
 
 
 @attrs.define(frozen=True, kw_only=True)
@@ -163,6 +160,8 @@ class Recipe:
     ipc_variants: tuple = ()
     #: ``[eval] baselines``: same-budget baseline sets the engine builds and evaluates (engine-owned key)
     baselines: tuple[str, ...] = ()
+    #: top-level tables outside :data:`TOP_KEYS`, by name: plugin-owned (kind ``table``), checked by :func:`validate`
+    tables: tuple[str, ...] = ()
 
     @property
     def ipc(self) -> Optional[int]:
@@ -210,8 +209,10 @@ def parse_recipe(data: dict, overrides: list[str] = (), *, file: Optional[str] =
     variants = _by_ipc_variants(data)
     _apply_by_ipc(data, overrides, file=file)
     for key in data:
-        if key not in TOP_KEYS:
-            raise RecipeError(f"unknown key; allowed keys: {', '.join(sorted(TOP_KEYS))}", file=file, key=key)
+        # any other table may belong to a plugin (kind "table"): validate() knows the registry and decides
+        if key not in TOP_KEYS and not isinstance(data[key], dict):
+            raise RecipeError(f"unknown key; allowed keys: {', '.join(sorted(TOP_KEYS))} (or a table a plugin "
+                              f"registers)", file=file, key=key)
     resolved = {**{k: copy.deepcopy(v) for k, v in DEFAULTS.items() if k not in data}, **data}
 
     def ref(key: str, required: bool = True) -> Optional[ComponentRef]:
@@ -254,14 +255,6 @@ def parse_recipe(data: dict, overrides: list[str] = (), *, file: Optional[str] =
     plugins = resolved.get("plugins", [])
     if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
         raise RecipeError("expected an array of distribution names", file=file, key="plugins")
-    for table, owner in PLUGIN_TABLES.items():
-        if table not in resolved:
-            continue
-        if not isinstance(resolved[table], dict):
-            raise RecipeError(f"expected a table ([{table}]), got {type(resolved[table]).__name__}", file=file, key=table)
-        if owner not in {p.lower().replace("_", "-") for p in plugins}:
-            raise RecipeError(f"[{table}] is read by the {owner} plugin; add it to the recipe's plugins "
-                              f"(plugins = [..., \"{owner}\"])", file=file, key=table)
     scalars = {"name": (str, ""), "seed": (int, 0), "device": (str, "auto")}
     values = {}
     for key, (tp, default) in scalars.items():
@@ -288,6 +281,7 @@ def parse_recipe(data: dict, overrides: list[str] = (), *, file: Optional[str] =
         raw=resolved,
         paper=_parse_paper(resolved.get("paper"), file=file) if "paper" in resolved else None,
         ipc_variants=variants,
+        tables=tuple(key for key in resolved if key not in TOP_KEYS),
         file=file,
     )
 
@@ -481,6 +475,13 @@ def validate(recipe: Recipe, registry) -> dict[str, Any]:
                 raise RecipeError(f"unknown baseline {kind!r} for parameterization '{recipe.synset.name}'; "
                                   f"allowed: {', '.join(allowed) or '(none)'}", file=recipe.file,
                                   key=f"eval.baselines[{i}]")
+    for name in recipe.tables:
+        known = registry.names("table")
+        if name not in known:
+            plugin_tables = ", ".join(known) or "(none registered)"
+            raise RecipeError(f"unknown key; allowed keys: {', '.join(sorted(TOP_KEYS))}; tables registered by "
+                              f"plugins: {plugin_tables}{registry.unavailable()}", file=recipe.file, key=name)
+        configs[name] = registry.get("table", name).structure(recipe.raw[name], key=name, file=recipe.file)
     for ipc, variant in recipe.ipc_variants:
         # the settings of every other [by_ipc.N] are checked as the recipe resolves at that IPC
         try:

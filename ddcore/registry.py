@@ -29,6 +29,7 @@ KINDS: dict[str, str] = {
     "objective": "ddcore_register_objectives",
     "optimizer": "ddcore_register_optimizers",
     "evaluator": "ddcore_register_evaluators",
+    "table": "ddcore_register_recipe_tables",
 }
 
 
@@ -146,6 +147,12 @@ class KindRegistry:
         if smoke is not None and (not isinstance(smoke, dict) or set(smoke) - SMOKE_KEYS):
             raise PluginError(f"plugin '{self.plugin}': smoke of {self.kind} '{name}' must be a dict with keys "
                               f"among {', '.join(sorted(SMOKE_KEYS))}, got {smoke!r}")
+        if self.kind == "table":
+            from ddcore.recipe import TOP_KEYS
+
+            if name in TOP_KEYS or not name.isidentifier():
+                raise PluginError(f"plugin '{self.plugin}': recipe table '{name}' must be a new identifier, not one "
+                                  f"of the core's top-level keys ({', '.join(TOP_KEYS)})")
         text = doc or (getattr(factory, "__doc__", None) or "").strip()
         entry = Entry(self.kind, name, factory, config, text, self.plugin, self.distribution, smoke)
         if self._staged is not None:

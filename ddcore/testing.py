@@ -600,6 +600,17 @@ def smoke_test(entry, tmp_path: Path, *, host=None) -> None:
             assert math.isclose(again["mean"], result["mean"], rel_tol=1e-4, abs_tol=1e-4), \
                 f"{label}: evaluate_units + summarize disagree with evaluate ({again['mean']} vs {result['mean']})"
         return
+    if kind == "table":
+        # the plugin's own table in a short run that evaluates once: its lifecycle hooks see every phase
+        recipe = tiny_recipe(**{name: options},
+                             run={"iterations": 2, "log_every": 1, "eval_every": 2, "checkpoint_every": 0,
+                                  "progress": False, "compile": "off"},
+                             **recipe_changes)
+        result = run_recipe(recipe, tmp_path, host=host)
+        config = result.run.recipe_table(name)
+        assert isinstance(config, entry.config), \
+            f"{label}: Run.recipe_table({name!r}) gave {type(config).__name__}, not {entry.config.__name__}"
+        return
     if kind == "objective":
         recipe = tiny_recipe(objective=[{"name": name, "weight": 1.0, **options}],
                              run={"iterations": 1, "log_every": 1, "checkpoint_every": 0, "progress": False,

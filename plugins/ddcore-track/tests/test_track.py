@@ -54,16 +54,72 @@ def test_images_can_be_switched_off_and_the_folder_moved(tmp_path):
     assert "synset" not in acc.Tags()["images"] and acc.Scalars("eval/synset/mean")
 
 
-def test_unknown_track_key_is_a_recipe_error(tmp_path, capsys):
+def test_track_table_is_checked_by_recipe_check(tmp_path, capsys):
     with pytest.raises(RecipeError, match=r"track\.tensorbord"):
         run_recipe(tracked(tensorbord=True), tmp_path)
     path = tmp_path / "r.toml"
-    path.write_text('plugins = []\n[track]\ntensorboard = true\n[[objective]]\nname = "moment_matching"\n'
-                    '[data]\nname = "digits"\n')
-    assert main(["recipe", "check", str(path)]) == 2
-    assert "ddcore-track" in capsys.readouterr().err
-    with pytest.raises(RecipeError, match="expected a table"):
-        parse_recipe({**tiny_recipe(plugins=["ddcore-track"]), "track": 3})
+    base = '[[objective]]\nname = "moment_matching"\n[data]\nname = "digits"\n'
+    for table, expected in (('[track]\ntensorbord = true\n', "track.tensorbord: unknown key; allowed keys: dir, images"),
+                            ('[track]\nimages_per_class = 0\n', "track.images_per_class: expected a positive"),
+                            ('[trak]\ntensorboard = true\n', "tables registered by plugins: track")):
+        path.write_text(table + base)
+        assert main(["recipe", "check", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert expected in err and len(err.strip().splitlines()) == 1, err
+    path.write_text('[track]\nmlflow = true\n' + base)
+    assert main(["recipe", "check", str(path)]) == 0
+
+
+def test_mlflow_missing_is_a_one_line_recipe_error(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
+    with pytest.raises(RecipeError, match=r"track\.mlflow: MLflow is not installed; pip install 'ddcore-track\[mlflow\]'"):
+        run_recipe(tracked(mlflow=True), tmp_path)
+
+
+def mlflow_run(out_dir):
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    state = json.loads((out_dir / "mlflow_run.json").read_text())
+    client = MlflowClient(tracking_uri=state["uri"])
+    return client, client.get_run(state["run_id"])
+
+
+def test_mlflow_offline_store_holds_metrics_evaluations_images_params_and_recipe(tmp_path):
+    result = run_recipe(tracked(tensorboard=False, mlflow=True), tmp_path)
+    assert not (result.out_dir / "tensorboard").exists() and (result.out_dir / "mlruns").is_dir()
+    client, run = mlflow_run(result.out_dir)
+    assert run.info.status == "FINISHED" and run.info.run_name == result.out_dir.name
+    assert client.get_experiment(run.info.experiment_id).name == "tiny"  # the recipe's name
+    loss = client.get_metric_history(run.info.run_id, "distill.loss")
+    logged = {m["step"]: m["loss"] for m in result.metrics()}
+    assert sorted((m.step, m.value) for m in loss) == pytest.approx([(s, logged[s]) for s in (1, 2, 3, 4)])
+    evals = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "eval.synset.mean"))
+    assert "distill.loss.moment_matching" in run.data.metrics
+    assert [s for s, _ in evals] == [2, 4] and evals[-1][1] == pytest.approx(result.results["synset"]["mean"])
+    assert run.data.params["synset.ipc"] == "2" and run.data.params["objective"].startswith("[")
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"recipe.toml", "synset"} <= artifacts
+    grids = [a.path for a in client.list_artifacts(run.info.run_id, "synset")]
+    assert grids == ["synset/step_0000002.png", "synset/step_0000004.png"]
+    recipe = client.download_artifacts(run.info.run_id, "recipe.toml", str(tmp_path))
+    assert "[track]" in open(recipe).read()
+
+
+def test_mlflow_resume_continues_the_same_run(tmp_path):
+    recipe = tracked(tensorboard=False, mlflow=True)
+    first = run_recipe(recipe, tmp_path)
+    _, before = mlflow_run(first.out_dir)
+    recipe["run"]["iterations"] = 6
+    again = run_recipe(recipe, tmp_path, resume=True)
+    client, after = mlflow_run(again.out_dir)
+    assert after.info.run_id == before.info.run_id and after.info.status == "FINISHED"
+    steps = sorted(m.step for m in client.get_metric_history(after.info.run_id, "distill.loss"))
+    assert steps == [1, 2, 3, 4, 5, 6]
 
 
 def test_the_guide_shows_this_plugin_verbatim():
