@@ -133,3 +133,16 @@ def test_wrong_layout_names_missing_and_unexpected_keys_in_one_line(tmp_path):
     torch.save(state, path)
     with pytest.raises(UserError, match=r"wrong shape .*layer1\.0\.conv1\.weight \[64, 64, 5, 5\]"):
         load_teacher_file(path)
+
+
+def test_key_depends_on_the_normalisation_the_teacher_trains_with(tmp_path):
+    from ddcore_krr.teacher import teacher_cache_key
+
+    a = teacher_cache_key(TINY_TEACHER, "fp", ((0.5, 0.5, 0.5), (0.2023, 0.1994, 0.2010)))
+    b = teacher_cache_key(TINY_TEACHER, "fp", ((0.5, 0.5, 0.5), (0.2470, 0.2435, 0.2616)))
+    assert a != b
+    build = _build(tmp_path)
+    first = build_teacher(TINY_TEACHER, build)
+    build.info = attrs.evolve(build.info, std=tuple(2 * v for v in build.info.std))
+    second = build_teacher(TINY_TEACHER, build)
+    assert second.source == "trained" and second.key != first.key  # not the cached teacher of the other constants

@@ -15,8 +15,8 @@ Sources, in order:
    width and input channels are read from ``conv1.weight``; ``stem_padding`` must match how it was trained
    (2 for solo-learn / official KRR-ST teachers).
 2. Otherwise a cached teacher ``<build.cache_dir>/ddcore-krr/teacher-<key>.safetensors``, where ``key`` hashes
-   every training option and a fingerprint of the training images (shape + bytes), so the same settings on the
-   same data reuse the same weights and anything else trains anew.
+   every training option, a fingerprint of the training images (shape + bytes) and the normalisation constants,
+   so the same settings on the same data reuse the same weights and anything else trains anew.
 3. Otherwise Barlow Twins training on the *unlabeled* training split (:mod:`ddcore_krr.barlow`), then caching.
 """
 
@@ -142,13 +142,17 @@ def data_fingerprint(images: torch.Tensor) -> str:
     return h.hexdigest()
 
 
-def teacher_cache_key(config: TeacherConfig, fingerprint: str) -> str:
-    """Hash of every option that changes the trained weights plus the data fingerprint."""
+def teacher_cache_key(config: TeacherConfig, fingerprint: str,
+                      normalization: Optional[tuple[Any, Any]] = None) -> str:
+    """Hash of every option that changes the trained weights, the data fingerprint and the (mean, std) the
+    training normalises with (another normalisation trains another teacher, e.g. ``--set data.std=...``)."""
     fields = attrs.asdict(config)
     for k in ("path", "cache", "feature_batch"):
         fields.pop(k)
-    payload = json.dumps({"config": fields, "data": fingerprint, "code": TRAINING_CODE_VERSION}, sort_keys=True,
-                         default=list)
+    content = {"config": fields, "data": fingerprint, "code": TRAINING_CODE_VERSION}
+    if normalization is not None:
+        content["normalization"] = [[round(float(v), 8) for v in part] for part in normalization]
+    payload = json.dumps(content, sort_keys=True, default=list)
     return hashlib.blake2b(payload.encode(), digest_size=12).hexdigest()
 
 
@@ -227,7 +231,7 @@ def build_teacher(config: TeacherConfig, build: Any) -> Teacher:
         images = images[torch.randperm(images.shape[0], generator=g)[: config.train_limit].to(images.device)]
     if images.shape[0] < 2:
         raise RecipeError("the teacher needs at least 2 training images", key="synset.teacher")
-    key = teacher_cache_key(config, data_fingerprint(images))
+    key = teacher_cache_key(config, data_fingerprint(images), (build.info.mean, build.info.std))
     path = Path(build.cache_dir) / "ddcore-krr" / f"teacher-{key}.safetensors"
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices, device_type="cuda"):
