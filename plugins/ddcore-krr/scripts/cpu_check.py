@@ -19,6 +19,8 @@ Environment:
   Both on the subset's own train split, scored on its test split.
 * ``EPOCHS`` (default 300): pre-training epochs (MSE for target sets, cross-entropy + DSA for labelled ones).
 * ``REFS=1`` also prints the teacher's and an untrained backbone's linear probe (reference points).
+* ``SAVE_SYN=file.safetensors`` stores the distilled set; ``LOAD_SYN=file.safetensors`` scores a stored one as
+  ``krr`` instead of distilling (e.g. the same set under another protocol, on a CPU too busy to distil twice).
 """
 
 from __future__ import annotations
@@ -98,10 +100,23 @@ def main() -> None:
         base = param.baseline(kind, run.budget_images(), b.generator("baseline", kind))
         score(base.detach(), f"baseline {kind}")
     if "krr" in sets:
-        t1 = time.time()
-        run.execute()
-        print(f"distillation {time.time() - t1:.1f} s", flush=True)
-        score(param.materialize().detach(), "KRR-ST")
+        from safetensors.torch import load_file, save_file
+
+        from ddcore.types import SynBatch
+
+        if os.environ.get("LOAD_SYN"):
+            stored = load_file(os.environ["LOAD_SYN"])
+            syn = SynBatch(images=stored["images"], labels=None, targets=stored["targets"])
+            print(f"loaded {os.environ['LOAD_SYN']}", flush=True)
+        else:
+            t1 = time.time()
+            run.execute()
+            print(f"distillation {time.time() - t1:.1f} s", flush=True)
+            syn = param.materialize().detach()
+            if os.environ.get("SAVE_SYN"):
+                save_file({"images": syn.images.contiguous(), "targets": syn.targets.contiguous()},
+                          os.environ["SAVE_SYN"])
+        score(syn, "KRR-ST")
 
 
 if __name__ == "__main__":
