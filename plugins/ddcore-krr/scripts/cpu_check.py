@@ -16,7 +16,7 @@ Environment:
   pre-trained with cross-entropy + DSA). Baselines are the engine's (same budget and generator as ``ddcore run``).
 * ``PROTOCOLS`` (default ``linear``): ``linear`` = ``ITERS`` (300) iterations of linear probe (batch 256);
   ``finetune`` = ``ITERS`` iterations of full fine-tuning (batch 256, the finetune protocol's SGD and crop + flip).
-  Both on the subset's own train split, scored on its test split.
+  Both on the subset's own train split, scored on its test split; ``BATCH`` (default 256) sets their batch size.
 * ``EPOCHS`` (default 300): pre-training epochs (MSE for target sets, cross-entropy + DSA for labelled ones).
 * ``REFS=1`` also prints the teacher's and an untrained backbone's linear probe (reference points).
 * ``SAVE_SYN=file.safetensors`` stores the distilled set; ``LOAD_SYN=file.safetensors`` scores a stored one as
@@ -56,6 +56,7 @@ def main() -> None:
     runs = int(os.environ.get("NR", "3"))
     epochs = int(os.environ.get("EPOCHS", "300"))
     iters = int(os.environ.get("ITERS", "300"))
+    batch = int(os.environ.get("BATCH", "256"))
     sets = os.environ.get("SETS", "initial,random,krr").split(",")
     protocols = os.environ.get("PROTOCOLS", "linear").split(",")
     t0 = time.time()
@@ -63,7 +64,7 @@ def main() -> None:
     run = Run.from_file(RECIPE, overrides, out_dir=None, device="cpu", progress=False, log=lambda *a: None).build()
     print(f"build {time.time() - t0:.1f} s; overrides {extra}", flush=True)
     ev, param, b = run.evaluator, run.parameterization, run.build_ctx
-    targets = [TransferTarget(name=p, protocol=p, iterations=iters, batch_size=256) for p in protocols]
+    targets = [TransferTarget(name=p, protocol=p, iterations=iters, batch_size=batch) for p in protocols]
     ev.config = attrs.evolve(ev.config, targets=targets, pretrain_epochs=epochs, labelled_pretrain_epochs=epochs)
     teacher = param.teacher
     if os.environ.get("REFS") == "1":
