@@ -13,8 +13,10 @@ the accuracy-vs-step curve of runs that evaluated periodically.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -88,6 +90,31 @@ def _recipe_deviations(recipe_file: Optional[str], raw: dict, ipc: Optional[int]
             ours, theirs = ours or 1, theirs or 1
         if ours != theirs:
             out[key] = [ours, theirs]
+    # and every other setting, so no change made with --set goes unreported (eval.augment, an objective weight...)
+    mine, recipe_values = _flatten(raw), _flatten(ref)
+    for key in sorted(set(mine) | set(recipe_values)):
+        if key not in out and key.split(".")[0] not in UNCOMPARED_TOP and mine.get(key) != recipe_values.get(key):
+            out[key] = [mine.get(key), recipe_values.get(key)]
+    return out
+
+
+#: top-level keys that describe a run, not its result (the device is reported in its own column)
+UNCOMPARED_TOP = frozenset({"paper", "device", "name"})
+
+
+def _flatten(table: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"key.path": value}`` of a resolved recipe; arrays of tables become ``key[i].sub``."""
+    out: dict[str, Any] = {}
+    items = table.items() if isinstance(table, dict) else []
+    for key, value in items:
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            out.update(_flatten(value, path))
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            for i, item in enumerate(value):
+                out.update(_flatten(item, f"{path}[{i}]"))
+        else:
+            out[path] = value
     return out
 
 
@@ -150,13 +177,34 @@ def summarize_run(run_dir: Path) -> dict[str, Any]:
     }
 
 
+#: deviations the result name already spells (sets x nets, iterations)
+NAMED_DEVIATIONS = frozenset({"run.repeats", "eval.num_models", "run.iterations"})
+
+
 def result_name(result: dict[str, Any]) -> str:
-    """File name of a result: ``<recipe>-ipc<N>-<sets>x<nets>.json`` (``-<iterations>it`` when shortened)."""
+    """File name of a result: ``<recipe>-ipc<N>-<sets>x<nets>.json``, with ``-<iterations>it`` when shortened and
+    every other deviation from the recipe spelled out (``-eval.epochs-300``), so two differently configured runs
+    of one recipe never share a file (a digest stands in when the list would make the name too long)."""
     name = f"{result['recipe']}-ipc{result['ipc']}" if result.get("ipc") is not None else result["recipe"]
     name += f"-{result['sets']}x{result['models_per_set']}"
-    if "run.iterations" in (result.get("deviations") or {}) or result.get("planned_iterations") != result["iterations"]:
+    deviations = result.get("deviations") or {}
+    if "run.iterations" in deviations or result.get("planned_iterations") != result["iterations"]:
         name += f"-{result['iterations']}it"
+    other = {key: value[0] for key, value in sorted(deviations.items()) if key not in NAMED_DEVIATIONS}
+    if other:
+        spelled = "-".join(f"{key}-{value if isinstance(value, str) else json.dumps(value)}"
+                           for key, value in other.items())
+        spelled = re.sub(r"[^A-Za-z0-9._=-]+", "_", spelled).strip("_")
+        if len(spelled) > 60:
+            spelled = hashlib.sha256(json.dumps(other, sort_keys=True).encode()).hexdigest()[:10]
+        name += f"-{spelled}"
     return name + ".json"
+
+
+def _same_run(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two result records describe the same run (a re-save may refresh its file, nothing else may)."""
+    keys = ("recipe", "ipc", "deviations", "command", "device_name", "ours", "per_set", "wall_s")
+    return all(a.get(k) == b.get(k) for k in keys)
 
 
 def load_result(path: Path) -> dict[str, Any]:
@@ -198,6 +246,11 @@ def _device(r: dict[str, Any]) -> str:
     return f"{dev} ({r['device_name']})" if r.get("device_name") else dev
 
 
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= 24 else text[:21] + "..."
+
+
 def render_markdown(results: list[dict[str, Any]], *, title: str = "Results", plot: Optional[str] = None,
                     preamble: str = "") -> str:
     """The markdown report: one table row per result, deviations and curves below."""
@@ -206,8 +259,9 @@ def render_markdown(results: list[dict[str, Any]], *, title: str = "Results", pl
     if preamble.strip():
         lines += [preamble.strip(), ""]
     lines += [
-             "| recipe | dataset | IPC | iterations | sets × nets | ours | paper | difference | wall time | device |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| recipe | dataset | IPC | iterations | sets × nets | other changes | ours | paper | difference | wall time "
+             "| device |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         ours, paper = r["ours"], r.get("paper")
         diff = f"{ours['mean'] - paper['mean']:+.2f}" if paper else "—"
@@ -220,8 +274,11 @@ def render_markdown(results: list[dict[str, Any]], *, title: str = "Results", pl
         sets = f"{r['sets']} × {r['models_per_set']}"
         if r.get("planned_sets", r["sets"]) > r["sets"]:
             sets += f" (stopped; {r['planned_sets']} sets planned)"
+        # settings the other columns do not show: a row run under another protocol must not pass for the recipe's
+        changed = [f"`{k}` = {_short(v[0])}" for k, v in (r.get("deviations") or {}).items()
+                   if k not in NAMED_DEVIATIONS]
         lines.append(
-            f"| {r['recipe']} | {r['dataset']} | {r.get('ipc', '—')} | {its} | {sets} | "
+            f"| {r['recipe']} | {r['dataset']} | {r.get('ipc', '—')} | {its} | {sets} | {', '.join(changed) or '—'} | "
             f"{_pm(ours['mean'], ours['std'])} | {_pm(paper['mean'], paper['std']) if paper else '—'} | {diff} | "
             f"{_duration(r.get('wall_s'))} | {_device(r)} |")
     notes = []
@@ -307,8 +364,20 @@ def main_report(inputs: list[Path], *, out: Optional[Path], plot: Optional[Path]
     results = collect(inputs)
     if save is not None:
         save.mkdir(parents=True, exist_ok=True)
-        for r in results:
-            target = save / result_name(r)
+        targets = [save / result_name(r) for r in results]
+        for r, target in zip(results, targets):
+            # a different run with the same name: refuse before writing anything, never overwrite its numbers
+            if target.exists():
+                try:
+                    old = json.loads(target.read_text())
+                except (OSError, ValueError):
+                    old = None
+                if not isinstance(old, dict) or not _same_run(old, r):
+                    raise UserError(f"--save: {target} already holds another run's result ({(old or {}).get('command')!r}"
+                                    f"); move it away or save into another folder")
+            if targets.count(target) > 1:
+                raise UserError(f"--save: two inputs would both be saved as {target}")
+        for r, target in zip(results, targets):
             atomic_write_text(target, json.dumps(r, indent=2, sort_keys=True) + "\n")
             print(f"ddcore report: wrote {target}")
     rel_plot = None

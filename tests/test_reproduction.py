@@ -223,6 +223,25 @@ def test_report_table_save_and_check(tmp_path, capsys):
     assert "stale" in capsys.readouterr().err
 
 
+def test_saved_results_never_overwrite_another_run(tmp_path, capsys):
+    recipe = _write(tmp_path, tiny_recipe(paper=PAPER))
+    results = tmp_path / "results"
+    for out, extra in (("a", []), ("b", ["--set", "eval.epochs=3", "--set", "objective[0].weight=2.0"]), ("c", [])):
+        assert main(["run", str(recipe), "--out", str(tmp_path / out), "--no-progress", *extra]) == 0
+    assert main(["report", str(tmp_path / "a"), str(tmp_path / "b"), "--save", str(results)]) == 0
+    names = sorted(p.name for p in results.glob("*.json"))
+    # every deviation is in the name, the listed ones and any other --set
+    assert names == ["tiny-ipc2-1x1-eval.epochs-3-objective_0_.weight-2.0.json", "tiny-ipc2-1x1.json"]
+    first = (results / "tiny-ipc2-1x1.json").read_text()
+    assert main(["report", str(tmp_path / "a"), "--save", str(results)]) == 0  # the same run may refresh its file
+    capsys.readouterr()
+    # run c has the same name but is another run (another command): refused, the file keeps run a's numbers
+    assert main(["report", str(tmp_path / "c"), "--save", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert "already holds another run's result" in err and len(err.strip().splitlines()) == 1
+    assert (results / "tiny-ipc2-1x1.json").read_text() == first
+
+
 def test_report_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "bad.json").write_text("{}")
     assert main(["report", str(tmp_path / "bad.json")]) == 2
@@ -255,6 +274,10 @@ def test_reproduction_doc_is_current(monkeypatch, capsys):
     monkeypatch.chdir(ROOT)
     code = main(["report", "--check"])
     assert code == 0, capsys.readouterr().err
+    from ddcore._report import result_name
+
+    for path in (ROOT / "docs" / "results").glob("*.json"):  # named as --save names them: none can shadow another
+        assert path.name == result_name(json.loads(path.read_text())), path
 
 
 def test_repeated_run_folder_is_held(tmp_path, capsys):
