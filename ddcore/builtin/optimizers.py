@@ -26,6 +26,9 @@ class OptimizerConfig:
     step_at: list[float] = option(factory=lambda: [0.5], doc="schedule = 'step': fractions of the run where lr ×= gamma.")
     gamma: float = option(0.1, "schedule = 'step': multiplicative decay.", validator=positive)
     warmup: int = option(0, "Linear warm-up steps.", validator=non_negative)
+    end_factor: float = option(
+        0.0, "schedule = 'linear': lr factor reached at the last step (torch LinearLR end_factor; KRR-ST code: 1e-3).",
+        validator=attrs.validators.and_(non_negative, attrs.validators.le(1.0)))
 
 
 def schedule_factor(config: OptimizerConfig, step: int, total: int) -> float:
@@ -35,7 +38,7 @@ def schedule_factor(config: OptimizerConfig, step: int, total: int) -> float:
         return (step + 1) / config.warmup
     t = min(step / total, 1.0)
     if config.schedule == "linear":
-        return 1.0 - t
+        return 1.0 - t * (1.0 - config.end_factor)
     if config.schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * t))
     if config.schedule == "step":

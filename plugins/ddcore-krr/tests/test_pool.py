@@ -80,3 +80,15 @@ def test_state_dict_round_trip_continues_identically(tmp_path):
     for ma, mb in zip(pool_a.models, pool_b.models):
         for (ka, va), (kb, vb) in zip(ma.state_dict().items(), mb.state_dict().items()):
             torch.testing.assert_close(va, vb, msg=ka)
+
+
+def test_code_init_range_excludes_T(tmp_path):
+    """init_steps_range = "code" draws like np.random.randint(1, T): never T itself (T = 2 -> always 1)."""
+    draws = {}
+    for mode in ("paper", "code"):
+        _, _, pool, _ = tiny_krr_build(tmp_path / mode, pool=ModelPoolConfig(num_models=8, max_steps=2,
+                                                                             init_steps_range=mode))
+        pool.nets(0)
+        draws[mode] = set(pool.counters)
+    assert draws["code"] == {1}
+    assert draws["paper"] == {1, 2}  # 8 draws of U{1, 2} with these seeds reach both values

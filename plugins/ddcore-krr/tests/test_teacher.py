@@ -82,3 +82,67 @@ def test_barlow_loss_is_zero_for_identical_decorrelated_views():
     z = torch.linalg.qr(x - x.mean(0))[0]  # zero-mean orthonormal columns: identity cross-correlation
     assert float(barlow_twins_loss(z, z, lambd=0.0051)) < 1e-2
     assert float(barlow_twins_loss(z, torch.randn(64, 8))) > 0.1
+
+
+def _official_trunk(width: int = 64):
+    """The official KRR-ST teacher as train.py builds it: torchvision resnet18, fc = Identity, 3x3 stem with
+    padding 2, no max-pool (its state dict is what barlow_twins_resnet18_<data>.pt holds)."""
+    import torchvision
+
+    net = torchvision.models.resnet18()
+    net.fc = torch.nn.Identity()
+    net.conv1 = torch.nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=2, bias=False)
+    net.maxpool = torch.nn.Identity()
+    return net
+
+
+def test_official_layout_file_gives_the_official_features(tmp_path):
+    torch.manual_seed(0)
+    official = _official_trunk()
+    with torch.no_grad():  # non-trivial BN statistics, so a wrongly mapped buffer shows in the features
+        for m in official.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+    path = tmp_path / "barlow_twins_resnet18_cifar100.pt"
+    torch.save(official.state_dict(), path)  # exactly train.py's load_state_dict input (num_batches_tracked too)
+    loaded = load_teacher_file(path)
+    x = torch.randn(3, 3, 32, 32)
+    official.eval()
+    torch.testing.assert_close(loaded.eval()(x), official(x))
+    # ddcore's own (cached) layout loads the same way
+    ours = tmp_path / "ours.safetensors"
+    save_file({k: v.contiguous() for k, v in loaded.state_dict().items()}, str(ours))
+    torch.testing.assert_close(load_teacher_file(ours).eval()(x), official(x))
+
+
+def test_wrong_layout_names_missing_and_unexpected_keys_in_one_line(tmp_path):
+    state = _official_trunk().state_dict()
+    state.pop("layer4.1.bn2.weight")
+    state["layer5.0.conv1.weight"] = torch.zeros(1)
+    path = tmp_path / "wrong.pt"
+    torch.save(state, path)
+    with pytest.raises(UserError) as info:
+        load_teacher_file(path)
+    msg = str(info.value)
+    assert "\n" not in msg and "synset.teacher.path" in msg
+    assert "1 missing key(s) (layer4.1.bn2.weight)" in msg and "1 unexpected key(s) (layer5.0.conv1.weight)" in msg
+    state = _official_trunk().state_dict()
+    state["layer1.0.conv1.weight"] = torch.zeros(64, 64, 5, 5)
+    torch.save(state, path)
+    with pytest.raises(UserError, match=r"wrong shape .*layer1\.0\.conv1\.weight \[64, 64, 5, 5\]"):
+        load_teacher_file(path)
+
+
+def test_key_depends_on_the_normalisation_the_teacher_trains_with(tmp_path):
+    from ddcore_krr.teacher import teacher_cache_key
+
+    a = teacher_cache_key(TINY_TEACHER, "fp", ((0.5, 0.5, 0.5), (0.2023, 0.1994, 0.2010)))
+    b = teacher_cache_key(TINY_TEACHER, "fp", ((0.5, 0.5, 0.5), (0.2470, 0.2435, 0.2616)))
+    assert a != b
+    build = _build(tmp_path)
+    first = build_teacher(TINY_TEACHER, build)
+    build.info = attrs.evolve(build.info, std=tuple(2 * v for v in build.info.std))
+    second = build_teacher(TINY_TEACHER, build)
+    assert second.source == "trained" and second.key != first.key  # not the cached teacher of the other constants

@@ -44,11 +44,14 @@ def test_all_protocols_run_on_source_and_a_gray_target(krr_build):
     assert again["per_model"]["ConvNetKRR/source"]["values"] == result["per_model"]["ConvNetKRR/source"]["values"]
 
 
-def test_evaluator_refuses_sets_without_targets(krr_build):
+def test_evaluator_refuses_sets_without_targets_or_labels(krr_build):
     build, _, _, _ = krr_build
     evaluator = SSLTransfer(SSLTransferConfig(pretrain_epochs=1), build)
-    with pytest.raises(UserError, match="target representations"):
-        evaluator.evaluate(SynBatch(images=torch.zeros(2, 3, 8, 8), labels=torch.zeros(2, dtype=torch.int64)), seed=0)
+    with pytest.raises(UserError, match="neither target representations"):
+        evaluator.evaluate(SynBatch(images=torch.zeros(2, 3, 8, 8), labels=None), seed=0)
+    # soft labels are not class labels either
+    with pytest.raises(UserError, match="nor class labels"):
+        evaluator.evaluate(SynBatch(images=torch.zeros(2, 3, 8, 8), labels=torch.zeros(2, 3)), seed=0)
 
 
 def test_baselines_keep_the_pair_budget_and_use_teacher_targets(krr_build):

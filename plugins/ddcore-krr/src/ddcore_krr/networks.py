@@ -119,3 +119,69 @@ class CifarResNet18(nn.Module):
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         return F.adaptive_avg_pool2d(out, 1).flatten(1)
+
+
+class _TorchvisionTrunk(Backbone):
+    """A torchvision trunk (``features(x)`` → feature map) + global average pool + ``Linear(dim → K)``."""
+
+    has_running_stats = True
+
+    def __init__(self, features: nn.Module, dim: int, num_classes: int):
+        super().__init__()
+        self.features = features
+        self.embed_dim = dim
+        self.classifier = nn.Linear(dim, num_classes)
+
+    def forward_all(self, x: torch.Tensor) -> BackboneOutput:
+        fmap = self.features(x)
+        emb = F.adaptive_avg_pool2d(fmap, 1).flatten(1)
+        return BackboneOutput(embedding=emb, feature_map=fmap, logits=self.classifier(emb))
+
+
+@attrs.define(frozen=True, kw_only=True)
+class ResNet10KRRConfig:
+    """Options of ``ResNet10KRR`` (the official ``models/resnet.py`` ResNet10)."""
+
+    stem_padding: int = option(2, "Padding of the 3x3 stride-1 stem conv (official: 2, the solo-learn stem).",
+                               validator=attrs.validators.ge(0))
+
+
+def build_resnet10_krr(config: ResNet10KRRConfig, *, info: DatasetInfo, num_classes: int) -> Backbone:
+    """ResNet10 of the official KRR-ST code: torchvision's ResNet with one BasicBlock per stage, BatchNorm,
+    zero-initialised last BN of each residual branch, 3x3 stride-1 stem, no max-pool, global average pool (512-d at
+    32 and 64 px)."""
+    from torchvision.models.resnet import BasicBlock, ResNet
+
+    net = ResNet(BasicBlock, [1, 1, 1, 1], zero_init_residual=True)
+    net.conv1 = nn.Conv2d(info.channels, 64, kernel_size=3, stride=1, padding=config.stem_padding, bias=False)
+    nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")  # as torchvision inits convs
+    features = nn.Sequential(net.conv1, net.bn1, net.relu, net.layer1, net.layer2, net.layer3, net.layer4)
+    return _TorchvisionTrunk(features, 512, num_classes)
+
+
+@attrs.define(frozen=True, kw_only=True)
+class MobileNetV2KRRConfig:
+    """Options of ``MobileNetV2KRR`` (the official ``models/mobilenet.py`` MobileNetV2 for small images)."""
+
+    expansion: int = option(2, "Expansion factor t of every stage after the first (official: 2; torchvision: 6).",
+                            validator=attrs.validators.ge(1))
+
+
+def build_mobilenet_v2_krr(config: MobileNetV2KRRConfig, *, info: DatasetInfo, num_classes: int) -> Backbone:
+    """torchvision's MobileNetV2 with the official code's small-image plan: stride-1 stem, stages (t, c, n, s) =
+    (1,16,1,1) (t,24,2,1) (t,32,3,2) (t,64,4,2) (t,96,3,1) (t,160,3,2) (t,320,1,1) with t = ``expansion`` (total
+    stride 8: a 4x4 map at 32 px, 8x8 at 64 px), 1280-d embedding after global average pooling.
+
+    Differences from the official network (which is kuangliu's CIFAR MobileNetV2 with t = 2): torchvision's ReLU6
+    instead of ReLU, and no 1x1 projection shortcut in stride-1 blocks that change the width (torchvision adds a
+    residual only when the shapes match).
+    """
+    from torchvision.models import MobileNetV2
+
+    t = config.expansion
+    plan = [[1, 16, 1, 1], [t, 24, 2, 1], [t, 32, 3, 2], [t, 64, 4, 2], [t, 96, 3, 1], [t, 160, 3, 2], [t, 320, 1, 1]]
+    net = MobileNetV2(inverted_residual_setting=plan)
+    stem = net.features[0][0]
+    net.features[0][0] = nn.Conv2d(info.channels, stem.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+    nn.init.kaiming_normal_(net.features[0][0].weight, mode="fan_out")  # as torchvision inits convs
+    return _TorchvisionTrunk(net.features, net.last_channel, num_classes)

@@ -11,11 +11,17 @@ normalised space, and that is our default (``pixel_space = "normalized"``): X_s 
 real images and the teacher targets are g_φ(X_s) exactly. ``pixel_space = "raw"`` reproduces the official
 behaviour (X_s materialises as raw pixels, Y_s = g_φ(normalize(X_s))) for bit-level comparisons.
 
-Baselines (``[eval] baselines``) of the paper, at the same number of pairs m:
+Baselines (``[eval] baselines``), at the same number of pairs m:
+- ``random_labelled`` / ``kmeans_labelled``: the paper's Table 1 "Random" / "Kmeans" rows as the official
+  ``test.py`` runs them: m real training images *with their class labels* (no targets), class-balanced (m/C per
+  class), pre-trained by the evaluator with cross-entropy + DSA (``pretrain_dc.py``). ``kmeans_labelled`` picks,
+  per class, the medoids of k-means (k = m/C) on that class's teacher features (our choice of space: the paper
+  cites Cui et al. 2022 without stating one).
 - ``random``: m uniformly drawn real training images with their teacher features as targets;
 - ``kmeans``: k-means (k = m) on the teacher features of the training split; per cluster, the member nearest
-  to its centroid, with its teacher features (Cui et al. 2022's "Kmeans" coreset, in g_φ's space).
-The engine's budget counts floats (``m·(C·H·W + d_y)``); both baselines store exactly as many.
+  to its centroid, with its teacher features (a "Kmeans" coreset in g_φ's space).
+The engine's budget counts floats (``m·(C·H·W + d_y)``); the teacher-target baselines store exactly as many, the
+labelled ones m images (fewer floats: the paper compares at the same number of images).
 
 Subclass hooks for other parameterizations (e.g. PCA bases): :meth:`KRRPixels.initial_pairs` returns the
 initial (images, targets); :func:`teacher_pairs` builds teacher-targeted sets from store indices.
@@ -58,6 +64,12 @@ class KRRPixelsConfig:
     teacher: TeacherConfig = option(factory=TeacherConfig, doc="The self-supervised teacher g_φ (table).")
 
 
+#: Baselines with teacher targets (pre-trained with MSE, like the distilled set).
+TEACHER_TARGET_BASELINES = ("random", "kmeans")
+#: The paper's Table 1 baselines: labelled real images, pre-trained with cross-entropy + DSA (official test.py).
+LABELLED_BASELINES = ("random_labelled", "kmeans_labelled")
+
+
 def teacher_pairs(build: Any, teacher: Teacher, indices: torch.Tensor, raw: bool = False) -> SynBatch:
     """Training images at store ``indices`` with their teacher features as targets (optionally as raw pixels)."""
     batch = build.train.take(indices)
@@ -66,10 +78,53 @@ def teacher_pairs(build: Any, teacher: Teacher, indices: torch.Tensor, raw: bool
     return SynBatch(images=images, labels=None, targets=targets)
 
 
+def labelled_images(build: Any, teacher: Teacher, kind: str, count: int, generator: torch.Generator,
+                    kmeans_iterations: int = 30, raw: bool = False) -> SynBatch:
+    """``count`` real training images with their class labels, class-balanced (``random_labelled`` /
+    ``kmeans_labelled``: per class, medoids of k-means on the teacher features of that class)."""
+    from ddcore.baselines import per_class_budget
+
+    data = build.train
+    counts = per_class_budget(count, data.class_counts)
+    if kind == "random_labelled":
+        idx = data.random_indices_per_class(counts, generator)
+    else:
+        feats = teacher.table(data)
+        parts = []
+        for c, k in enumerate(counts):
+            if k == 0:
+                continue
+            start = int(data.offsets[c])
+            rows = kmeans_medoid_indices(feats[start:start + data.class_counts[c]], k, generator=generator,
+                                         iterations=kmeans_iterations)
+            parts.append(rows.to(data.labels.device) + start)
+        idx = torch.cat(parts)
+    batch = data.take(idx.to(data.labels.device))
+    images = data.denormalize(batch.images) if raw else batch.images
+    return SynBatch(images=images, labels=batch.labels, targets=None)
+
+
+def ssl_baseline_set(build: Any, teacher: Teacher, kind: str, pairs: int, generator: torch.Generator, *,
+                     kmeans_iterations: int = 30, raw: bool = False) -> SynBatch:
+    """One of :data:`BASELINES` with ``pairs`` images (module doc); shared with ddcore-pca's ssl mode."""
+    data = build.train
+    if kind in LABELLED_BASELINES:
+        return labelled_images(build, teacher, kind, pairs, generator, kmeans_iterations, raw)
+    if kind == "random":
+        idx = torch.randperm(len(data), generator=generator, device=generator.device)[:pairs]
+    else:
+        idx = kmeans_medoid_indices(teacher.table(data), pairs, generator=generator, iterations=kmeans_iterations)
+    return teacher_pairs(build, teacher, idx.to(data.labels.device), raw=raw)
+
+
+#: Every baseline kind of the KRR-ST family.
+BASELINES = TEACHER_TARGET_BASELINES + LABELLED_BASELINES
+
+
 class KRRPixels(Parameterization):
     """X_s (``images``) and Y_s (``targets``) as two learnable tensors; ``materialize`` returns them as they are."""
 
-    baselines = ("random", "kmeans")
+    baselines = BASELINES
 
     def __init__(self, config: KRRPixelsConfig, build: Any):
         super().__init__(config, build)
@@ -122,15 +177,9 @@ class KRRPixels(Parameterization):
         return max(1, min(pairs, len(self.build.train)))
 
     def baseline(self, kind: str, budget_images: int, generator: torch.Generator) -> SynBatch:
-        """``random`` or ``kmeans`` real images with teacher targets, same storage as this set (module doc)."""
+        """One of :data:`BASELINES` with as many images as this set's storage allows pairs (module doc)."""
         if kind not in self.baselines:
             raise RecipeError(f"unknown baseline {kind!r} for krr_pixels; allowed: {', '.join(self.baselines)}",
                               key="eval.baselines")
-        pairs = self.pairs_for_budget(budget_images)
-        data = self.build.train
-        if kind == "random":
-            idx = torch.randperm(len(data), generator=generator, device=generator.device)[:pairs]
-        else:
-            feats = self.teacher.table(data)
-            idx = kmeans_medoid_indices(feats, pairs, generator=generator, iterations=self.config.kmeans_iterations)
-        return teacher_pairs(self.build, self.teacher, idx.to(data.labels.device), raw=self.raw)
+        return ssl_baseline_set(self.build, self.teacher, kind, self.pairs_for_budget(budget_images), generator,
+                                kmeans_iterations=self.config.kmeans_iterations, raw=self.raw)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import ddcore
 
 from ddcore_krr.krr import KRRObjective, KRRObjectiveConfig
-from ddcore_krr.networks import ConvNetKRRConfig, build_convnet_krr
+from ddcore_krr.networks import (
+    ConvNetKRRConfig, MobileNetV2KRRConfig, ResNet10KRRConfig, build_convnet_krr, build_mobilenet_v2_krr,
+    build_resnet10_krr,
+)
 from ddcore_krr.parameterization import KRRPixels, KRRPixelsConfig
 from ddcore_krr.pool import ModelPool, ModelPoolConfig
 from ddcore_krr.smoke import TINY_KRR_PIXELS
@@ -15,6 +18,11 @@ from ddcore_krr.transfer import SSLTransfer, SSLTransferConfig
 @ddcore.hookimpl
 def ddcore_register_backbones(registry):
     registry.add("ConvNetKRR", build_convnet_krr, config=ConvNetKRRConfig)
+    # the official cross-architecture targets that the core lacks (VGG11BN and AlexNetBN are the core's)
+    registry.add("ResNet10KRR", build_resnet10_krr, config=ResNet10KRRConfig,
+                 doc="Official KRR-ST ResNet10: torchvision BasicBlock x [1,1,1,1], BatchNorm, 3x3 stem, 512-d.")
+    registry.add("MobileNetV2KRR", build_mobilenet_v2_krr, config=MobileNetV2KRRConfig,
+                 doc="Official KRR-ST MobileNetV2 for small images (torchvision's, stride-1 stem, t = 2), 1280-d.")
 
 
 @ddcore.hookimpl

@@ -2,7 +2,8 @@
 
 - l networks of the recipe's ``[backbone]`` (``ConvNetKRR`` 128-256-512 BN in the paper), each with a head of
   d_y outputs and its own SGD (lr 0.1, momentum 0.9, wd 1e-3);
-- at the first step each model i is trained for t_i ~ U{1..T} steps of full-batch MSE ``mse(net(X_s), Y_s)``
+- at the first step each model i is trained for t_i ~ U{1..T} steps (paper; ``init_steps_range = "code"``: the
+  code's ``np.random.randint(1, T)`` = U{1..T-1}) of full-batch MSE ``mse(net(X_s), Y_s)``
   (train mode, head included), and its counter set to t_i;
 - ``nets(step)`` returns one uniformly drawn model (in eval mode, as ``distill.py`` uses it: BN running stats);
 - ``after_step``: with the *updated* synthetic set, if t_i < T one more full-batch step and t_i += 1, else the
@@ -45,6 +46,9 @@ class ModelPoolConfig:
     init_steps_max: int = option(0, "Upper bound of the random initial steps t ~ U{1..bound} of each model (0 = T, "
                                  "the paper); a small bound makes quick runs and benchmarks cheap to set up.",
                                  validator=attrs.validators.ge(0))
+    init_steps_range: str = option(
+        "paper", "Range of the initial steps: paper = t ~ U{1..bound} (Alg. 1); code = np.random.randint(1, bound) "
+        "= U{1..bound-1} (model_pool.py, high end exclusive; bound 1 then gives 1).", choices=("paper", "code"))
     eval_mode: bool = option(True, "Hand the model out in eval mode (BN running stats), as distill.py does.")
 
 
@@ -101,6 +105,8 @@ class ModelPool(Sampler):
         syn = self.synthetic_set()
         self.dim = dim = int(syn.targets.shape[1])
         bound = min(self.config.init_steps_max or self.config.max_steps, self.config.max_steps)
+        if self.config.init_steps_range == "code":
+            bound = max(1, bound - 1)
         for i in range(self.config.num_models):
             net, opt = self._new_model(i, dim)
             self.models.append(net)
@@ -164,7 +170,6 @@ class ModelPool(Sampler):
         self.resets = int(state["resets"])
         self.dim = dim = int(self.synthetic_set().targets.shape[1])
         self.models, self.optimizers = [], []
-        bound = min(self.config.init_steps_max or self.config.max_steps, self.config.max_steps)
         for i in range(self.config.num_models):
             net, opt = self._new_model(i, dim)
             net.load_state_dict(state["models"][i])

@@ -15,8 +15,8 @@ Sources, in order:
    width and input channels are read from ``conv1.weight``; ``stem_padding`` must match how it was trained
    (2 for solo-learn / official KRR-ST teachers).
 2. Otherwise a cached teacher ``<build.cache_dir>/ddcore-krr/teacher-<key>.safetensors``, where ``key`` hashes
-   every training option and a fingerprint of the training images (shape + bytes), so the same settings on the
-   same data reuse the same weights and anything else trains anew.
+   every training option, a fingerprint of the training images (shape + bytes) and the normalisation constants,
+   so the same settings on the same data reuse the same weights and anything else trains anew.
 3. Otherwise Barlow Twins training on the *unlabeled* training split (:mod:`ddcore_krr.barlow`), then caching.
 """
 
@@ -89,6 +89,13 @@ def _strip_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return out
 
 
+def _key_list(keys: list[str], what: str, show: int = 4) -> str:
+    if not keys:
+        return f"no {what} keys"
+    more = f", ... ({len(keys) - show} more)" if len(keys) > show else ""
+    return f"{len(keys)} {what} key(s) ({', '.join(keys[:show])}{more})"
+
+
 def load_teacher_file(path: Path, stem_padding: int = 2) -> CifarResNet18:
     """Build a :class:`CifarResNet18` from a user file (see the module docstring for the expected keys)."""
     if not path.is_file():
@@ -110,11 +117,17 @@ def load_teacher_file(path: Path, stem_padding: int = 2) -> CifarResNet18:
                         f"found e.g. {sorted(state)[:4]})")
     width, in_ch = int(state["conv1.weight"].shape[0]), int(state["conv1.weight"].shape[1])
     net = CifarResNet18(in_channels=in_ch, base_width=width, stem_padding=stem_padding)
-    expected = set(k for k in net.state_dict() if not k.endswith("num_batches_tracked"))
+    own = net.state_dict()
+    expected = set(k for k in own if not k.endswith("num_batches_tracked"))
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
-        raise UserError(f"synset.teacher.path: {path} does not match a ResNet18 (missing {missing[:5]}, "
-                        f"unexpected {unexpected[:5]})")
+        raise UserError(f"synset.teacher.path: {path} is not a ResNet18 trunk in torchvision / official KRR-ST / "
+                        f"ddcore layout: {_key_list(missing, 'missing')}; {_key_list(unexpected, 'unexpected')}")
+    wrong = [f"{k} {list(state[k].shape)} (expected {list(own[k].shape)})" for k in sorted(expected)
+             if state[k].shape != own[k].shape]
+    if wrong:
+        raise UserError(f"synset.teacher.path: {path} has {len(wrong)} tensor(s) of the wrong shape for a ResNet18 of "
+                        f"width {width}: {', '.join(wrong[:3])}")
     net.load_state_dict(state, strict=False)
     return net
 
@@ -129,13 +142,17 @@ def data_fingerprint(images: torch.Tensor) -> str:
     return h.hexdigest()
 
 
-def teacher_cache_key(config: TeacherConfig, fingerprint: str) -> str:
-    """Hash of every option that changes the trained weights plus the data fingerprint."""
+def teacher_cache_key(config: TeacherConfig, fingerprint: str,
+                      normalization: Optional[tuple[Any, Any]] = None) -> str:
+    """Hash of every option that changes the trained weights, the data fingerprint and the (mean, std) the
+    training normalises with (another normalisation trains another teacher, e.g. ``--set data.std=...``)."""
     fields = attrs.asdict(config)
     for k in ("path", "cache", "feature_batch"):
         fields.pop(k)
-    payload = json.dumps({"config": fields, "data": fingerprint, "code": TRAINING_CODE_VERSION}, sort_keys=True,
-                         default=list)
+    content = {"config": fields, "data": fingerprint, "code": TRAINING_CODE_VERSION}
+    if normalization is not None:
+        content["normalization"] = [[round(float(v), 8) for v in part] for part in normalization]
+    payload = json.dumps(content, sort_keys=True, default=list)
     return hashlib.blake2b(payload.encode(), digest_size=12).hexdigest()
 
 
@@ -214,7 +231,7 @@ def build_teacher(config: TeacherConfig, build: Any) -> Teacher:
         images = images[torch.randperm(images.shape[0], generator=g)[: config.train_limit].to(images.device)]
     if images.shape[0] < 2:
         raise RecipeError("the teacher needs at least 2 training images", key="synset.teacher")
-    key = teacher_cache_key(config, data_fingerprint(images))
+    key = teacher_cache_key(config, data_fingerprint(images), (build.info.mean, build.info.std))
     path = Path(build.cache_dir) / "ddcore-krr" / f"teacher-{key}.safetensors"
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices, device_type="cuda"):

@@ -15,10 +15,20 @@ Protocol (paper §3.2 eq. 5, §4.1; official ``pretrain_krr_st.py``, ``linear_ev
    - ``finetune``: a new linear head on ``net.embed``; *all* layers trained with SGD lr 0.01, momentum 0.9,
      wd 5e-4, cosine, 10,000 iterations of batch 256 (5,000 for the fine-grained sets), RandomCrop(pad 4) +
      h-flip (``finetune.py``).
-   - ``kd`` (target-data-free KD, paper eq. 6): a target classifier T_ψ (``kd_teacher`` backbone) is trained
-     on the target training split with the fine-tune protocol; the pre-trained student with a new head is then
-     trained on X_s only, with cross-entropy to softmax(T_ψ(x̂)) (same optimiser/augmentation as ``finetune``),
-     and tested on the target test split.
+   - ``kd`` (target-data-free KD, paper eq. 6, Table 4) as ``test_kd.py`` / ``zeroshot_kd.py`` run it: a target
+     classifier T_ψ (``kd_teacher`` backbone, trained on the target training split with the fine-tune protocol:
+     the code loads a checkpoint whose training is not released); the pre-trained student with a new head is
+     trained on X_s only with cross-entropy to softmax(T_ψ(x̂)), AdamW lr 1e-4 / wd 0, 1000 epochs over X_s in
+     batches of 512, cosine per epoch, DSA on every batch; T_ψ runs in **train mode** (batch statistics) and the
+     student is scored in **train mode** too, as the code does (``teacher_mode`` / ``test_mode`` = ``eval``
+     switch either off).
+   - ``kd_sgd``: the same KD with the fine-tune protocol (SGD 0.01 / 0.9 / 5e-4, cosine, 10,000 iterations of
+     256, crop + flip, both nets in eval mode): this plugin's earlier protocol, kept as a named alternative.
+
+   Labelled sets (``labels`` and no ``targets``: the ``random_labelled`` / ``kmeans_labelled`` baselines, Table 1's
+   Random / Kmeans rows) are pre-trained as ``test.py`` pre-trains them (``pretrain_dc.py``): cross-entropy to
+   the class labels, DSA on every batch, SGD lr 0.01 / momentum 0.9 / wd 5e-4, batch 256, 1000 epochs, lr ×0.1
+   after half of them; their head (one output per source class) is discarded like the d_y head.
 3. Everything is repeated ``num_runs`` (3) times with different seeds; accuracies (percent) are reported per
    ``"<model>/<target>"`` with mean ± std. The headline ``mean``/``std`` are those of the first target over all
    models and runs.
@@ -37,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ddcore.augment import dsa
 from ddcore.components import Evaluator
 from ddcore.config import ComponentRef, option
 from ddcore.data.transforms import replicate_channels, resize_uint8
@@ -48,11 +59,29 @@ from ddcore.types import DatasetInfo, SynBatch
 from ddcore_krr.krr import crop_flip
 from ddcore_krr.teacher import current_teacher
 
-#: protocol -> (iterations, batch, lr, momentum, weight decay, augment) of the official code.
-PROTOCOL_DEFAULTS: dict[str, tuple[int, int, float, float, float, bool]] = {
-    "linear": (5000, 512, 0.2, 0.9, 0.0, False),
-    "finetune": (10000, 256, 0.01, 0.9, 5e-4, True),
-    "kd": (10000, 256, 0.01, 0.9, 5e-4, True),
+@attrs.define(frozen=True)
+class Protocol:
+    """Resolved hyperparameters of one target protocol (defaults: :data:`PROTOCOL_DEFAULTS`)."""
+
+    iterations: int
+    batch: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    augment: str            # "none", "crop_flip" or "dsa"
+    optimizer: str = "sgd"  # "sgd" or "adamw"
+    epochs: int = 0         # > 0: passes over the training set (cosine per epoch); 0: ``iterations`` batches
+    teacher_mode: str = "eval"  # kd: mode of T_ψ while it labels X_s
+    test_mode: str = "eval"     # mode of the scored classifier
+
+
+#: protocol -> the official code's hyperparameters (linear_eval.py, finetune.py, test_kd.py + zeroshot_kd.py).
+PROTOCOL_DEFAULTS: dict[str, Protocol] = {
+    "linear": Protocol(5000, 512, 0.2, 0.9, 0.0, "none"),
+    "finetune": Protocol(10000, 256, 0.01, 0.9, 5e-4, "crop_flip"),
+    "kd": Protocol(0, 512, 1e-4, 0.9, 0.0, "dsa", optimizer="adamw", epochs=1000, teacher_mode="train",
+                   test_mode="train"),
+    "kd_sgd": Protocol(10000, 256, 0.01, 0.9, 5e-4, "crop_flip"),
 }
 
 
@@ -61,18 +90,27 @@ class TransferTarget:
     """One transfer evaluation (``[[eval.targets]]``); zero / negative numbers mean the protocol's default."""
 
     name: str = option("source", "Label of this target in the results.")
-    protocol: str = option("linear", "linear probe, full finetune, or target-data-free kd (eq. 6).",
+    protocol: str = option("linear", "linear probe, full finetune, target-data-free kd (eq. 6) as test_kd.py runs "
+                                     "it, or kd_sgd (kd with the finetune protocol).",
                            choices=tuple(PROTOCOL_DEFAULTS))
     data: Optional[ComponentRef] = option(None, "Data source table of the target (like [data]); omitted = the "
                                                 "run's own dataset (train split to fit, test split to score).",
                                          kind="data")
-    iterations: int = option(0, "Optimisation steps (0: linear 5000, finetune/kd 10000; fine-grained: 5000).")
-    batch_size: int = option(0, "Batch size (0: linear 512, finetune/kd 256).")
-    lr: float = option(0.0, "Learning rate (0: linear 0.2, finetune/kd 0.01); cosine-decayed.")
+    iterations: int = option(0, "Optimisation steps (0: linear 5000, finetune/kd_sgd 10000; fine-grained: 5000; "
+                                "kd: epochs x batches per epoch).")
+    epochs: int = option(-1, "Passes over the training set, cosine stepped per epoch (<0: kd 1000, others use "
+                             "iterations; 0: use iterations).")
+    batch_size: int = option(0, "Batch size (0: linear/kd 512, finetune/kd_sgd 256).")
+    optimizer: str = option("auto", "auto (kd: adamw; others: sgd), sgd or adamw.", choices=("auto", "sgd", "adamw"))
+    lr: float = option(0.0, "Learning rate (0: linear 0.2, finetune/kd_sgd 0.01, kd 1e-4); cosine-decayed.")
     momentum: float = option(-1.0, "SGD momentum (<0: 0.9).")
-    weight_decay: float = option(-1.0, "Weight decay (<0: linear 0, finetune/kd 5e-4).")
-    augment: str = option("auto", "Train-time augmentation: auto (finetune/kd: crop_flip; linear: none), "
-                                  "crop_flip or none.", choices=("auto", "crop_flip", "none"))
+    weight_decay: float = option(-1.0, "Weight decay (<0: linear 0, finetune/kd_sgd 5e-4, kd 0).")
+    augment: str = option("auto", "Train-time augmentation: auto (finetune/kd_sgd: crop_flip; kd: dsa; linear: "
+                                  "none), crop_flip, dsa or none.", choices=("auto", "crop_flip", "dsa", "none"))
+    teacher_mode: str = option("auto", "kd: mode of T_ψ while it labels X_s (auto: kd train = test_kd.py, kd_sgd "
+                                       "eval).", choices=("auto", "train", "eval"))
+    test_mode: str = option("auto", "Mode of the classifier when scored (auto: kd train = test_kd.py, others eval).",
+                            choices=("auto", "train", "eval"))
     train_limit: int = option(0, "Use a class-balanced subset of this many target training images (0 = all).",
                               validator=attrs.validators.ge(0))
     test_limit: int = option(0, "Use a class-balanced subset of this many test images (0 = all).",
@@ -100,6 +138,15 @@ class SSLTransferConfig:
                                            factory=lambda: [TransferTarget()])
     test_batch_size: int = option(1024, "Images per forward pass when scoring / extracting features.",
                                   validator=attrs.validators.ge(1))
+    labelled_pretrain_epochs: int = option(
+        1000, "Labelled sets (random_labelled / kmeans_labelled baselines): cross-entropy pre-training epochs "
+        "(test.py: 1000, lr x0.1 after half).", validator=attrs.validators.ge(0))
+    labelled_pretrain_batch_size: int = option(256, "Labelled sets: pre-training batch size (test.py: 256).",
+                                               validator=attrs.validators.ge(1))
+    labelled_pretrain_lr: float = option(0.01, "Labelled sets: pre-training SGD lr (test.py: 0.01).")
+    labelled_pretrain_weight_decay: float = option(5e-4, "Labelled sets: pre-training weight decay (test.py: 5e-4).")
+    labelled_pretrain_augment: str = option("dsa", "Labelled sets: augmentation of every pre-training batch (test.py: "
+                                                   "dsa).", choices=("dsa", "none"))
     teacher_mse_images: int = option(
         2000, "Also report each pre-trained net's MSE to the teacher's features on this many class-balanced source "
         "test images (0 = off): the quantity KRR-ST's outer loss targets, measured on unseen images.",
@@ -244,9 +291,44 @@ class SSLTransfer(Evaluator):
             last = total / max(batches, 1)
         return float(last)
 
+    def pretrain_labelled(self, net: nn.Module, syn: SynBatch, generator: torch.Generator) -> float:
+        """Cross-entropy pre-training of ``net`` on labelled images (official ``pretrain_dc.py``, module doc):
+        DSA per batch, SGD, lr x0.1 after ``epochs // 2`` epochs; returns the last epoch's mean loss."""
+        cfg = self.config
+        n = len(syn)
+        opt = torch.optim.SGD(net.parameters(), lr=cfg.labelled_pretrain_lr, momentum=0.9,
+                              weight_decay=cfg.labelled_pretrain_weight_decay)
+        strategy = dsa.parse_strategy(dsa.DSAConfig().strategy)
+        net.train()
+        last = torch.zeros((), device=syn.images.device)
+        for epoch in range(cfg.labelled_pretrain_epochs):
+            if epoch == cfg.labelled_pretrain_epochs // 2:  # MultiStepLR(milestones=[epochs // 2], gamma=0.1)
+                for g in opt.param_groups:
+                    g["lr"] = cfg.labelled_pretrain_lr * 0.1
+            order = torch.randperm(n, generator=generator, device=generator.device).to(syn.images.device)
+            total = torch.zeros((), device=syn.images.device)
+            batches = 0
+            for s in range(0, n, cfg.labelled_pretrain_batch_size):
+                idx = order[s:s + cfg.labelled_pretrain_batch_size]
+                if idx.numel() < 2 and n >= 2:  # a single-image batch breaks BatchNorm
+                    continue
+                x = syn.images[idx]
+                if cfg.labelled_pretrain_augment == "dsa":
+                    with torch.no_grad():
+                        x = dsa.random(x, generator, strategy, dsa.DSAConfig())
+                loss = F.cross_entropy(net(x), syn.labels[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total = total + loss.detach()
+                batches += 1
+            last = total / max(batches, 1)
+        return float(last)
+
     @torch.no_grad()
-    def accuracy(self, model: nn.Module, split: _Split) -> float:
-        model.eval()
+    def accuracy(self, model: nn.Module, split: _Split, mode: str = "eval") -> float:
+        """Top-1 accuracy (percent) on ``split``; ``mode = "train"`` scores with batch statistics (test_kd.py)."""
+        model.train(mode == "train")
         correct = torch.zeros((), device=split.positions.device, dtype=torch.int64)
         for batch in split.chunks(self.config.test_batch_size):
             correct += (model(batch.images).argmax(-1) == batch.labels).sum()
@@ -261,25 +343,34 @@ class SSLTransfer(Evaluator):
             labels.append(batch.labels)
         return torch.cat(feats), torch.cat(labels)
 
-    def _hparams(self, target: TransferTarget, n: int) -> tuple[int, int, float, float, float, bool]:
-        it, bs, lr, mom, wd, aug = PROTOCOL_DEFAULTS[target.protocol]
-        it = target.iterations or it
-        bs = min(target.batch_size or bs, n)
-        lr = target.lr or lr
-        mom = mom if target.momentum < 0 else target.momentum
-        wd = wd if target.weight_decay < 0 else target.weight_decay
-        aug = aug if target.augment == "auto" else target.augment == "crop_flip"
-        return it, bs, lr, mom, wd, aug
+    def _hparams(self, target: TransferTarget, n: int) -> Protocol:
+        """The target's protocol with its overrides applied; ``iterations`` resolved for ``n`` training rows."""
+        p = PROTOCOL_DEFAULTS[target.protocol]
+        batch = min(target.batch_size or p.batch, n)
+        epochs = p.epochs if target.epochs < 0 else target.epochs
+        if target.iterations and target.epochs < 0:
+            epochs = 0  # an explicit iteration count wins over the protocol's default epochs
+        iterations = epochs * math.ceil(n / batch) if epochs else (target.iterations or p.iterations)
+        return attrs.evolve(
+            p, iterations=iterations, batch=batch, epochs=epochs, lr=target.lr or p.lr,
+            momentum=p.momentum if target.momentum < 0 else target.momentum,
+            weight_decay=p.weight_decay if target.weight_decay < 0 else target.weight_decay,
+            augment=p.augment if target.augment == "auto" else target.augment,
+            optimizer=p.optimizer if target.optimizer == "auto" else target.optimizer,
+            teacher_mode=p.teacher_mode if target.teacher_mode == "auto" else target.teacher_mode,
+            test_mode=p.test_mode if target.test_mode == "auto" else target.test_mode,
+        )
 
     def linear_probe(self, net: nn.Module, index: int, generator: torch.Generator) -> float:
         target = self.config.targets[index]
         train, test = self.splits(index)
         f_tr, y_tr = self.features(net, train)
         f_te, y_te = self.features(net, test)
-        it, bs, lr, mom, wd, _ = self._hparams(target, len(train))
+        hp = self._hparams(target, len(train))
+        it, bs, lr = hp.iterations, hp.batch, hp.lr
         with self.build.seeded("ssl_transfer-head", generator.initial_seed()):
             head = nn.Linear(f_tr.shape[1], train.num_classes).to(f_tr.device)
-        opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=mom, weight_decay=wd)
+        opt = self._optimizer(head.parameters(), hp)
         schedule = batch_schedule(len(train), bs, it, generator).to(f_tr.device)
         for k in range(it):
             cosine_lr(opt, lr, k, it)
@@ -292,19 +383,36 @@ class SSLTransfer(Evaluator):
             correct = (head(f_te).argmax(-1) == y_te).sum()
         return 100.0 * float(correct) / max(1, len(test))
 
-    def _train_classifier(self, model: nn.Module, target: TransferTarget, images_of, labels_of, n: int,
-                          generator: torch.Generator, zero_pixel: torch.Tensor, iterations: int) -> nn.Module:
-        """SGD + cosine over ``iterations`` batches; ``images_of(rows)``/``labels_of(rows, x)`` give each batch."""
-        _, bs, lr, mom, wd, aug = self._hparams(target, n)
-        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=mom, weight_decay=wd)
-        schedule = batch_schedule(n, bs, iterations, generator)
+    @staticmethod
+    def _optimizer(params, hp: Protocol) -> torch.optim.Optimizer:
+        if hp.optimizer == "adamw":
+            return torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        return torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+
+    def _train_classifier(self, model: nn.Module, hp: Protocol, images_of, labels_of, n: int,
+                          generator: torch.Generator, zero_pixel: torch.Tensor) -> nn.Module:
+        """``hp.iterations`` batches with the protocol's optimiser, cosine lr (per epoch when ``hp.epochs``) and
+        augmentation; ``images_of(rows)`` / ``labels_of(rows, x)`` give each batch."""
+        opt = self._optimizer(model.parameters(), hp)
+        if hp.epochs:  # per epoch a fresh permutation in batches of hp.batch, the last one smaller (DataLoader)
+            plan = []
+            for ep in range(hp.epochs):
+                perm = torch.randperm(n, generator=generator, device=generator.device)
+                plan += [(ep, perm[s:s + hp.batch]) for s in range(0, n, hp.batch)]
+        else:
+            schedule = batch_schedule(n, hp.batch, hp.iterations, generator)
+            plan = [(k, schedule[k]) for k in range(hp.iterations)]
+        strategy = dsa.parse_strategy(dsa.DSAConfig().strategy)
+        total = hp.epochs or hp.iterations
         model.train()
-        for k in range(iterations):
-            cosine_lr(opt, lr, k, iterations)
-            rows = schedule[k]
+        for step, rows in plan:
+            cosine_lr(opt, hp.lr, step, total)
             x = images_of(rows)
-            if aug:
+            if hp.augment == "crop_flip":
                 x = crop_flip(x, generator, fill=zero_pixel)
+            elif hp.augment == "dsa":
+                with torch.no_grad():
+                    x = dsa.random(x, generator, strategy, dsa.DSAConfig())
             loss = F.cross_entropy(model(x), labels_of(rows, x))
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -314,7 +422,7 @@ class SSLTransfer(Evaluator):
     def finetune(self, net: nn.Module, index: int, generator: torch.Generator) -> float:
         target = self.config.targets[index]
         train, test = self.splits(index)
-        it = self._hparams(target, len(train))[0]
+        hp = self._hparams(target, len(train))
         sample = train.take(torch.arange(min(2, len(train)), device=train.positions.device)).images
         with self.build.seeded("ssl_transfer-head", generator.initial_seed()):
             model = Classifier(copy.deepcopy(net), train.num_classes, sample)
@@ -325,12 +433,13 @@ class SSLTransfer(Evaluator):
             labels["y"] = batch.labels
             return batch.images
 
-        self._train_classifier(model, target, images_of, lambda rows, x: labels["y"], len(train), generator,
-                               train.zero_pixel, it)
-        return self.accuracy(model, test)
+        self._train_classifier(model, hp, images_of, lambda rows, x: labels["y"], len(train), generator,
+                               train.zero_pixel)
+        return self.accuracy(model, test, hp.test_mode)
 
     def kd_teacher(self, index: int) -> nn.Module:
-        """T_ψ of target ``index``: a ``kd_teacher`` backbone trained on the target data (once per evaluator)."""
+        """T_ψ of target ``index``: a ``kd_teacher`` backbone trained on the target data with the fine-tune
+        protocol (once per evaluator; frozen, eval mode — :meth:`knowledge_distillation` copies it per run)."""
         target = self.config.targets[index]
         if target.name not in self._kd_teachers:
             train, _ = self.splits(index)
@@ -344,29 +453,35 @@ class SSLTransfer(Evaluator):
                 labels["y"] = batch.labels
                 return batch.images
 
-            it = target.kd_teacher_iterations or self._hparams(target, len(train))[0]
-            self._train_classifier(teacher, target, images_of, lambda rows, x: labels["y"], len(train),
-                                   build.generator("ssl_transfer-kd-teacher", target.name), train.zero_pixel, it)
+            finetune = TransferTarget(protocol="finetune", iterations=target.kd_teacher_iterations)
+            hp = self._hparams(finetune, len(train))
+            if not target.kd_teacher_iterations:
+                hp = attrs.evolve(hp, iterations=self._hparams(attrs.evolve(target, protocol="kd_sgd", epochs=-1),
+                                                               len(train)).iterations)
+            self._train_classifier(teacher, hp, images_of, lambda rows, x: labels["y"], len(train),
+                                   build.generator("ssl_transfer-kd-teacher", target.name), train.zero_pixel)
             self._kd_teachers[target.name] = teacher.eval().requires_grad_(False)
         return self._kd_teachers[target.name]
 
     def knowledge_distillation(self, net: nn.Module, index: int, syn: SynBatch, generator: torch.Generator) -> float:
-        """Eq. 6: fine-tune the pre-trained net on X_s only, with T_ψ's softmax as targets; test on the target."""
+        """Eq. 6: train the pre-trained net on X_s only, with T_ψ's softmax as targets; test on the target."""
         target = self.config.targets[index]
-        train, test = self.splits(index)
-        teacher = self.kd_teacher(index)
-        it = self._hparams(target, len(syn))[0]
+        _, test = self.splits(index)
+        hp = self._hparams(target, len(syn))
+        # a copy per run: in train mode T_ψ's BatchNorm updates its running statistics (test_kd.py keeps
+        # teacher.train()), which must not leak from one run into the next
+        teacher = copy.deepcopy(self.kd_teacher(index)).train(hp.teacher_mode == "train")
         with self.build.seeded("ssl_transfer-head", generator.initial_seed()):
-            model = Classifier(copy.deepcopy(net), train.num_classes, syn.images[:2])
+            model = Classifier(copy.deepcopy(net), test.num_classes, syn.images[:2])
 
         def soft_labels(rows, x):
             with torch.no_grad():
                 return F.softmax(teacher(x), -1)
 
         zero = (-torch.tensor(self.build.info.mean) / torch.tensor(self.build.info.std)).to(syn.images.device)
-        self._train_classifier(model, target, lambda rows: syn.images[rows.to(syn.images.device)], soft_labels,
-                               len(syn), generator, zero, it)
-        return self.accuracy(model, test)
+        self._train_classifier(model, hp, lambda rows: syn.images[rows.to(syn.images.device)], soft_labels,
+                               len(syn), generator, zero)
+        return self.accuracy(model, test, hp.test_mode)
 
     @torch.no_grad()
     def teacher_mse(self, net: nn.Module) -> Optional[float]:
@@ -399,8 +514,10 @@ class SSLTransfer(Evaluator):
         """Pre-train every model ``num_runs`` times on ``synset`` and run every target; accuracies in percent."""
         cfg, build = self.config, self.build
         syn = synset.detach().to(build.device)
-        if syn.targets is None:
-            raise UserError("eval 'ssl_transfer': the synthetic set has no target representations (synset.targets)")
+        labelled = syn.targets is None and syn.labels is not None and syn.labels.ndim == 1
+        if syn.targets is None and not labelled:
+            raise UserError("eval 'ssl_transfer': the synthetic set has neither target representations "
+                            "(synset.targets) nor class labels")
         t0 = time.perf_counter()
         values: dict[str, list[float]] = {}
         pre_losses: dict[str, list[float]] = {}
@@ -413,11 +530,13 @@ class SSLTransfer(Evaluator):
             labels.add(label)
             backbone_ref = None if ref.name == "backbone" else ref
             for run in range(cfg.num_runs):
-                net = build.make_backbone(backbone_ref, num_classes=int(syn.targets.shape[1]),
+                outputs = build.info.num_classes if labelled else int(syn.targets.shape[1])
+                net = build.make_backbone(backbone_ref, num_classes=outputs,
                                           seed_key=("ssl_transfer", seed, m_index, run))
                 g = build.generator("ssl_transfer", seed, m_index, run)
-                pre_losses.setdefault(label, []).append(self.pretrain(net, syn, g))
-                mse = self.teacher_mse(net)
+                pretrain = self.pretrain_labelled if labelled else self.pretrain
+                pre_losses.setdefault(label, []).append(pretrain(net, syn, g))
+                mse = None if labelled else self.teacher_mse(net)
                 if mse is not None:
                     teacher_mse.setdefault(label, []).append(mse)
                 for t_index, target in enumerate(cfg.targets):
@@ -438,6 +557,7 @@ class SSLTransfer(Evaluator):
             "std": float(np.std(headline)),
             "num_models": len(headline),
             "headline": f"{cfg.targets[0].protocol} on {first}",
+            "pretraining": "cross-entropy + DSA on labels" if labelled else "MSE on target representations",
             "per_model": per_model,
             "pretrain_loss": {k: float(np.mean(v)) for k, v in pre_losses.items()},
             # held-out regression error to the teacher (what the distillation optimises), mean over runs

@@ -42,20 +42,14 @@ def ssl_pairs_for_budget(build: Any, dim: int, budget_images: int) -> int:
 
 def ssl_baseline(build: Any, teacher: TeacherFeatures, kind: str, budget_images: int,
                  generator: torch.Generator, kmeans_iterations: int = 30) -> SynBatch:
-    """Boost-SSDD's baselines at equal storage: ``random`` real images or ``kmeans`` medoids in teacher space, with
-    teacher targets — ddcore-krr's definitions (:func:`ddcore_krr.parameterization.teacher_pairs`)."""
+    """Boost-SSDD's baselines at equal storage: ddcore-krr's kinds (``random`` / ``kmeans`` real images with teacher
+    targets; ``random_labelled`` / ``kmeans_labelled`` labelled real images, KRR-ST Table 1), as many images as
+    pairs fit in this set's floats (:func:`ddcore_krr.parameterization.ssl_baseline_set`)."""
     from ddcore.errors import RecipeError
-    from ddcore_krr.kmeans import kmeans_medoid_indices
-    from ddcore_krr.parameterization import KRRPixels, teacher_pairs
+    from ddcore_krr.parameterization import BASELINES, ssl_baseline_set
 
-    if kind not in KRRPixels.baselines:
+    if kind not in BASELINES:
         raise RecipeError(f"unknown baseline {kind!r} for the ssl pca parameterization; allowed: "
-                          f"{', '.join(KRRPixels.baselines)}", key="eval.baselines")
-    data = build.train
+                          f"{', '.join(BASELINES)}", key="eval.baselines")
     pairs = ssl_pairs_for_budget(build, teacher.dim, budget_images)
-    if kind == "random":
-        idx = torch.randperm(len(data), generator=generator, device=generator.device)[:pairs]
-    else:
-        idx = kmeans_medoid_indices(teacher.teacher.table(data), pairs, generator=generator,
-                                    iterations=kmeans_iterations)
-    return teacher_pairs(build, teacher.teacher, idx.to(data.labels.device))
+    return ssl_baseline_set(build, teacher.teacher, kind, pairs, generator, kmeans_iterations=kmeans_iterations)
