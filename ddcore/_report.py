@@ -170,6 +170,8 @@ def summarize_run(run_dir: Path) -> dict[str, Any]:
         "wall_s": float(sum(w for w in wall if w is not None)) if any(w is not None for w in wall) else None,
         "device": manifest.get("device"),
         "device_name": manifest.get("device_name"),
+        # what [run] precision resolved to; manifests from before "auto" existed ran the recipe's value
+        "precision": (manifest.get("hot_path") or {}).get("precision") or _get(recipe.raw, "run.precision") or "fp32",
         "torch": manifest.get("torch"),
         "command": manifest.get("command"),
         "deviations": _recipe_deviations(manifest.get("recipe"), recipe.raw, recipe.ipc),
@@ -190,6 +192,8 @@ def result_name(result: dict[str, Any]) -> str:
     deviations = result.get("deviations") or {}
     if "run.iterations" in deviations or result.get("planned_iterations") != result["iterations"]:
         name += f"-{result['iterations']}it"
+    if "run.precision" not in deviations and _precision(result) != "fp32":
+        name += f"-{_precision(result)}"  # "auto" resolved to it: a bf16 row never shares a file with an fp32 one
     other = {key: value[0] for key, value in sorted(deviations.items()) if key not in NAMED_DEVIATIONS}
     if other:
         spelled = "-".join(f"{key}-{value if isinstance(value, str) else json.dumps(value)}"
@@ -241,9 +245,15 @@ def _duration(seconds: Optional[float]) -> str:
     return f"{minutes / 60:.1f} h" if minutes >= 90 else f"{minutes:.0f} min" if minutes >= 1.5 else f"{seconds:.0f} s"
 
 
+def _precision(r: dict[str, Any]) -> str:
+    """The step's arithmetic; result files written before it was recorded ran the recipe's (fp32 unless set)."""
+    return r.get("precision") or ((r.get("deviations") or {}).get("run.precision") or ["fp32"])[0]
+
+
 def _device(r: dict[str, Any]) -> str:
     dev = r.get("device") or "?"
-    return f"{dev} ({r['device_name']})" if r.get("device_name") else dev
+    dev = f"{dev} ({r['device_name']})" if r.get("device_name") else dev
+    return f"{dev}, {_precision(r)}"
 
 
 def _short(value: Any) -> str:

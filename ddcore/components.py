@@ -195,6 +195,9 @@ class Objective(Component):
     #: gradient matching). Compiled code has no double backward, so ``[run] compile = "auto"`` then stays eager
     #: and ``"on"`` is refused.
     double_backward: ClassVar[bool] = False
+    #: True only when the term's accuracy under bf16 autocast was measured to match fp32 (paired seeds, as in
+    #: docs/reproduction.md). ``[run] precision = "auto"`` uses bf16 on a CPU only if every term of the run says so.
+    bf16_safe: ClassVar[bool] = False
 
     @abc.abstractmethod
     def __call__(self, ctx: "StepContext") -> torch.Tensor:

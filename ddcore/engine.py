@@ -169,7 +169,14 @@ class Run:
         return self
 
     def _check_compile(self) -> None:
-        """``[run] compile`` against objectives that need double backward: 'auto' stays eager, 'on' is an error."""
+        """``[run] compile`` against objectives that need double backward: 'auto' stays eager, 'on' is an error.
+
+        ``precision = "auto"`` resolves to bf16 only if every objective is ``bf16_safe`` (measured to keep its
+        accuracy under bf16 autocast); otherwise it stays fp32."""
+        if self.recipe.run.precision == "auto" and self.hot_path.precision == "bf16" and not all(
+                getattr(obj, "bf16_safe", False) for _, _, obj in self.objectives):
+            self.hot_path = attrs.evolve(self.hot_path, precision="fp32")
+            self.build_ctx.hot_path = self.hot_path
         needs = [name for name, _, obj in self.objectives if getattr(obj, "double_backward", False)]
         if not (self.hot_path.compile and needs):
             return
@@ -245,11 +252,11 @@ class Run:
             sampler_info=self.sampler.info(), aug_params=aug_params, real_chunk=self.hot_path.real_chunk,
         )
         ctx._materialize = self.parameterization.materialize
-        run_cfg = self.recipe.run
         _apply_hot_path(ctx, self.hot_path)
         total = None
-        tf32 = run_cfg.precision == "tf32"
-        with _Tf32(tf32), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=run_cfg.precision == "bf16"):
+        precision = self.hot_path.precision
+        tf32 = precision == "tf32"
+        with _Tf32(tf32), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             for i, (name, weight, objective) in enumerate(self.objectives):
                 term = self._checked_term(i, objective(ctx)).float()
                 ctx.log(f"loss/{name}", term)

@@ -40,11 +40,13 @@ class HotPath:
     :ivar channels_last: step networks and image batches in ``torch.channels_last`` memory format.
     :ivar real_chunk: most real images per no-grad forward of a batch-independent net (0 = whole batch).
     :ivar compile: step networks' ``forward_all`` run through ``torch.compile`` (see :func:`compile_backbone`).
+    :ivar precision: the step's arithmetic, ``"fp32"``, ``"bf16"`` (autocast of the objective terms) or ``"tf32"``.
     """
 
     channels_last: bool = False
     real_chunk: int = 0
     compile: bool = False
+    precision: str = "fp32"
     #: a compile failure is raised (``compile = "on"``) rather than answered by running that class eagerly
     strict: bool = True
     #: which compiled-code cache the prepared networks share (see :func:`compile_backbone`)
@@ -59,6 +61,7 @@ class HotPath:
             real_chunk=(CPU_REAL_CHUNK if on_cpu else 0) if run.real_chunk < 0 else run.real_chunk,
             compile=wants_compile(run.compile, device),
             strict=run.compile == "on",
+            precision=("bf16" if on_cpu else "fp32") if run.precision == "auto" else run.precision,
         )
 
     def prepare_net(self, net: nn.Module) -> nn.Module:

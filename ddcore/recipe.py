@@ -52,10 +52,12 @@ class RunConfig:
     checkpoint_every: int = option(500, "Steps between atomic checkpoints; 0 = only at the end.", validator=non_negative)
     progress: bool = option(True, "Show a progress bar with loss and ETA.")
     precision: str = option(
-        "fp32", "Arithmetic of the distillation step: 'fp32' (faithful default); 'bf16': autocast the objective "
-        "terms' forward passes to bfloat16 (CPU and CUDA); 'tf32': fp32 tensors, TF32 matmul/convolution on "
-        "CUDA (no effect on CPU). See docs/benchmarks.md for measured effects.",
-        choices=("fp32", "bf16", "tf32"),
+        "auto", "Arithmetic of the distillation step: 'fp32'; 'bf16': autocast the objective terms' forward passes "
+        "to bfloat16 (CPU and CUDA); 'tf32': fp32 tensors, TF32 matmul/convolution on CUDA (no effect on CPU); "
+        "'auto' = bf16 on a CPU when every objective is marked bf16_safe (measured: DM, faster at the same "
+        "accuracy with paired seeds, docs/reproduction.md), fp32 otherwise and on other devices. The manifest "
+        "records what it resolved to (hot_path.precision).",
+        choices=("auto", "fp32", "bf16", "tf32"),
     )
     channels_last: str = option(
         "auto", "Run the step networks and batches in channels_last memory format (same values up to kernel "

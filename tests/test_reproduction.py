@@ -205,6 +205,7 @@ def test_report_table_save_and_check(tmp_path, capsys):
     row = next(line for line in table.splitlines() if line.startswith("| tiny |"))
     assert f"{ours['mean']:.2f} ± {ours['std']:.2f}" in row and "90.00 ± 0.50" in row
     assert f"{ours['mean'] - 90.0:+.2f}" in row and "2 × 1" in row and "| 2 |" in row
+    assert row.endswith(", fp32 |")  # the arithmetic "auto" resolved to (moment matching is not bf16_safe)
     assert "Accuracy against distillation step" in table and "2: " in table and "4: " in table
     # result files, then a report generated from them; --check says whether it is current
     results = tmp_path / "results"
@@ -240,6 +241,24 @@ def test_saved_results_never_overwrite_another_run(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "already holds another run's result" in err and len(err.strip().splitlines()) == 1
     assert (results / "tiny-ipc2-1x1.json").read_text() == first
+
+
+def test_a_bf16_row_says_so_and_never_shares_a_file_with_fp32(tmp_path, capsys):
+    from ddcore._report import render_markdown, result_name, summarize_run
+
+    recipe = _write(tmp_path, tiny_recipe(paper=PAPER))
+    assert main(["run", str(recipe), "--out", str(tmp_path / "a"), "--no-progress"]) == 0
+    fp32 = summarize_run(tmp_path / "a")
+    bf16 = {**fp32, "precision": "bf16"}  # as a run whose "auto" resolved to bf16 records it
+    assert fp32["precision"] == "fp32" and result_name(fp32) == "tiny-ipc2-1x1.json"
+    assert result_name(bf16) == "tiny-ipc2-1x1-bf16.json"
+    rows = [line for line in render_markdown([fp32, bf16]).splitlines() if line.startswith("| tiny |")]
+    assert rows[0].endswith(", fp32 |") and rows[1].endswith(", bf16 |")
+    # result files written before the precision was recorded: the recipe's value, named by its deviation
+    old = {k: v for k, v in fp32.items() if k != "precision"}
+    assert render_markdown([old]).count(", fp32 |") == 1
+    explicit = {**old, "deviations": {"run.precision": ["bf16", None]}}
+    assert ", bf16 |" in render_markdown([explicit]) and result_name(explicit).endswith("-run.precision-bf16.json")
 
 
 def test_report_errors_are_one_line(tmp_path, capsys):

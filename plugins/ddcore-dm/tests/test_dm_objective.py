@@ -103,3 +103,22 @@ def test_several_nets_sum(tiny_net, stub_build, step_ctx):
     both = obj(step_ctx(stub_build(3), real, syn, [a, b]))
     one = obj(step_ctx(stub_build(3), real, syn, [a])) + obj(step_ctx(stub_build(3), real, syn, [b]))
     torch.testing.assert_close(both, one)
+
+
+def test_a_dm_run_on_cpu_uses_bf16_by_default_and_fp32_when_asked(tmp_path):
+    """DM is marked bf16-safe (paired accuracy in docs/reproduction.md), so ``precision = "auto"`` picks bf16 on CPU."""
+    import json
+
+    from ddcore.testing import run_recipe, tiny_recipe
+
+    def run(name, **run_opts):
+        r = tiny_recipe(plugins=["ddcore-dm"], objective=[{"name": "dm"}],
+                        run={"iterations": 2, "log_every": 1, "checkpoint_every": 0, "progress": False,
+                             "compile": "off", **run_opts})
+        r.pop("eval")
+        return run_recipe(r, tmp_path, out_name=name)
+
+    auto, fp32 = run("auto"), run("fp32", precision="fp32")
+    assert json.loads((auto.out_dir / "manifest.json").read_text())["hot_path"]["precision"] == "bf16"
+    assert fp32.run.hot_path.precision == "fp32"
+    assert not torch.equal(auto.synset.images, fp32.synset.images)
