@@ -25,7 +25,7 @@ import numpy as np
 
 from ddcore.errors import UserError
 
-__all__ = ["FORMAT", "collect", "load_result", "render_markdown", "render_plot", "result_name", "summarize_run"]
+__all__ = ["FORMAT", "collect", "load_result", "precision_pairs", "render_markdown", "render_plot", "result_name", "summarize_run"]
 
 FORMAT = "ddcore-result/1"
 DEFAULT_RESULTS = Path("docs/results")
@@ -69,8 +69,9 @@ def _pool_curve(records_per_set: list[list[dict]]) -> list[dict[str, Any]]:
             s = r["synset"]
             values = [v for arch in (s.get("per_model") or {}).values() for v in arch.get("values", [])]
             by_step.setdefault(step, []).extend(values or [s["mean"]])
-    return [{"step": k, "mean": float(np.mean(v)), "std": float(np.std(v)), "num_models": len(v)}
-            for k, v in sorted(by_step.items())]
+    # the values stay in network order (set by set): same seeds give the same networks, so runs pair net by net
+    return [{"step": k, "mean": float(np.mean(v)), "std": float(np.std(v)), "num_models": len(v),
+             "values": [float(x) for x in v]} for k, v in sorted(by_step.items())]
 
 
 def _recipe_deviations(recipe_file: Optional[str], raw: dict, ipc: Optional[int]) -> dict[str, list]:
@@ -316,10 +317,55 @@ def render_markdown(results: list[dict[str, Any]], *, title: str = "Results", pl
             lines.append(f"**{r['recipe']}, IPC {r.get('ipc')}**: " + ", ".join(
                 f"{c['step']}: {c['mean']:.2f} ± {c['std']:.2f}" for c in r["curve"]))
             lines.append("")
+    pairs = precision_pairs(results)
+    if pairs:
+        lines += ["", "## bf16 against fp32, same seeds", "",
+                  "Runs that differ only in `[run] precision` (and their length), compared at each step both "
+                  "evaluated, with the same evaluation networks. \"Paired\" is the mean ± std of the per-network "
+                  "differences where the result files hold them; \"spread\" is the larger of the two runs' own std.",
+                  "", "| recipe | dataset | IPC | step | nets | fp32 | bf16 | bf16 − fp32 | paired | spread "
+                  "| inside the spread |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for p in pairs:
+            paired = _pm(p["paired_mean"], p["paired_std"]) if p["paired_mean"] is not None else "—"
+            lines.append(
+                f"| {p['recipe']} | {p['dataset']} | {p['ipc']} | {p['step']} | {p['nets']} | "
+                f"{_pm(p['fp32'][0], p['fp32'][1])} | {_pm(p['bf16'][0], p['bf16'][1])} | {p['difference']:+.2f} | "
+                f"{paired} | {p['spread']:.2f} | {'yes' if p['inside'] else '**no**'} |")
     sources = sorted({r["paper"]["source"] for r in results if r.get("paper")})
     if sources:
         lines += ["", "Paper values: " + "; ".join(sources) + "."]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def precision_pairs(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """bf16 and fp32 runs of one setting (same recipe, dataset, IPC, sets × nets and other changes; the length may
+    differ), compared at every step both evaluated: the evidence behind ``precision = "auto"``."""
+    def setting(r: dict[str, Any]) -> str:
+        other = {k: v for k, v in (r.get("deviations") or {}).items() if k not in ("run.precision", "run.iterations")}
+        return json.dumps([r["recipe"], r["dataset"], r.get("ipc"), r["sets"], r["models_per_set"], other],
+                          sort_keys=True)
+
+    fp32 = [r for r in results if _precision(r) == "fp32"]
+    out = []
+    for b in (r for r in results if _precision(r) == "bf16"):
+        for f in (r for r in fp32 if setting(r) == setting(b)):
+            f_curve = {c["step"]: c for c in f.get("curve") or []}
+            for cb in b.get("curve") or []:
+                cf = f_curve.get(cb["step"])
+                if cf is None or cf["num_models"] != cb["num_models"]:
+                    continue
+                vb, vf = cb.get("values"), cf.get("values")
+                diffs = [x - y for x, y in zip(vb, vf)] if vb and vf and len(vb) == len(vf) else None
+                spread = max(cb["std"], cf["std"])
+                out.append({
+                    "recipe": b["recipe"], "dataset": b["dataset"], "ipc": b.get("ipc"), "step": cb["step"],
+                    "nets": cb["num_models"], "fp32": (cf["mean"], cf["std"]), "bf16": (cb["mean"], cb["std"]),
+                    "difference": cb["mean"] - cf["mean"],
+                    "paired_mean": float(np.mean(diffs)) if diffs else None,
+                    "paired_std": float(np.std(diffs)) if diffs else None,
+                    "spread": spread, "inside": abs(cb["mean"] - cf["mean"]) <= spread,
+                })
+    return sorted(out, key=lambda p: (p["recipe"], str(p["dataset"]), p["ipc"] or 0, p["step"]))
 
 
 def render_plot(results: list[dict[str, Any]], path: Path) -> bool:

@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ddcore.cli import main
@@ -259,6 +260,37 @@ def test_a_bf16_row_says_so_and_never_shares_a_file_with_fp32(tmp_path, capsys):
     assert render_markdown([old]).count(", fp32 |") == 1
     explicit = {**old, "deviations": {"run.precision": ["bf16", None]}}
     assert ", bf16 |" in render_markdown([explicit]) and result_name(explicit).endswith("-run.precision-bf16.json")
+
+
+def _with_curve(result, precision, values, step=4, **changes):
+    curve = [{"step": step, "mean": sum(values) / len(values), "std": float(np.std(values)),
+              "num_models": len(values), "values": values}]
+    return {**result, "precision": precision, "curve": curve, **changes}
+
+
+def test_bf16_and_fp32_runs_of_one_setting_are_paired_by_step(tmp_path):
+    from ddcore._report import precision_pairs, render_markdown, summarize_run
+
+    recipe = _write(tmp_path, tiny_recipe(paper=PAPER))
+    assert main(["run", str(recipe), "--out", str(tmp_path / "a"), "--no-progress"]) == 0
+    base = summarize_run(tmp_path / "a")
+    fp32 = _with_curve(base, "fp32", [50.0, 52.0])
+    near = _with_curve(base, "bf16", [50.5, 52.5], iterations=8)  # a longer run, evaluated at step 4 too
+    far = _with_curve(base, "bf16", [40.0, 41.0], dataset="other")  # another setting: not paired with fp32
+    pairs = precision_pairs([fp32, near, far])
+    assert len(pairs) == 1
+    p = pairs[0]
+    assert p["step"] == 4 and p["nets"] == 2 and p["difference"] == pytest.approx(0.5)
+    assert p["paired_mean"] == pytest.approx(0.5) and p["paired_std"] == pytest.approx(0.0)
+    assert p["spread"] == pytest.approx(1.0) and p["inside"]
+    worse = _with_curve(base, "bf16", [47.0, 49.0])
+    assert not precision_pairs([fp32, worse])[0]["inside"]
+    # old result files hold no per-network values: the means still compare, the paired column stays empty
+    bare = {**worse, "curve": [{k: v for k, v in worse["curve"][0].items() if k != "values"}]}
+    assert precision_pairs([fp32, bare])[0]["paired_mean"] is None
+    doc = render_markdown([fp32, near, worse])
+    assert "## bf16 against fp32, same seeds" in doc
+    assert "| +0.50 | 0.50 ± 0.00 | 1.00 | yes |" in doc and "| -3.00 | -3.00 ± 0.00 | 1.00 | **no** |" in doc
 
 
 def test_report_errors_are_one_line(tmp_path, capsys):
