@@ -337,11 +337,16 @@ def render_markdown(results: list[dict[str, Any]], *, title: str = "Results", pl
     return "\n".join(lines).rstrip() + "\n"
 
 
+#: settings that do not change a run's synthetic set at a given step: runs differing only in these pair up
+_PAIRING_FREE = frozenset({"run.precision", "run.iterations", "run.eval_every", "run.log_every",
+                           "run.checkpoint_every", "run.progress"})
+
+
 def precision_pairs(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """bf16 and fp32 runs of one setting (same recipe, dataset, IPC, sets × nets and other changes; the length may
     differ), compared at every step both evaluated: the evidence behind ``precision = "auto"``."""
     def setting(r: dict[str, Any]) -> str:
-        other = {k: v for k, v in (r.get("deviations") or {}).items() if k not in ("run.precision", "run.iterations")}
+        other = {k: v for k, v in (r.get("deviations") or {}).items() if k not in _PAIRING_FREE}
         return json.dumps([r["recipe"], r["dataset"], r.get("ipc"), r["sets"], r["models_per_set"], other],
                           sort_keys=True)
 

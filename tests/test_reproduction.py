@@ -346,3 +346,16 @@ def test_repeated_run_folder_is_held(tmp_path, capsys):
     assert main(["run", str(recipe), "--out", str(out), "--repeats", "2", "--resume"]) == 2
     assert "in use by another ddcore process" in capsys.readouterr().err
     assert not (out / "set-0").exists()
+
+
+def test_periodic_evaluation_leaves_the_distillation_unchanged(tmp_path):
+    """Why runs that differ in eval_every still pair (``_PAIRING_FREE``): evaluating draws from its own streams."""
+    import torch
+
+    from ddcore.testing import run_recipe
+
+    run = {**tiny_recipe()["run"], "iterations": 4}
+    quiet = run_recipe(tiny_recipe(run={**run, "eval_every": 0}), tmp_path, out_name="quiet")
+    chatty = run_recipe(tiny_recipe(run={**run, "eval_every": 1, "log_every": 1}), tmp_path, out_name="chatty")
+    assert len(json.loads((chatty.out_dir / "eval.json").read_text())) == 4
+    assert torch.equal(quiet.synset.images, chatty.synset.images)
