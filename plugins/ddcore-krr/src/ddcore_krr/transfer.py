@@ -275,13 +275,9 @@ class SSLTransfer(Evaluator):
         net.train()
         last = torch.zeros((), device=syn.images.device)
         for _ in range(cfg.pretrain_epochs):
-            order = torch.randperm(n, generator=generator, device=generator.device).to(syn.images.device)
             total = torch.zeros((), device=syn.images.device)
             batches = 0
-            for s in range(0, n, cfg.pretrain_batch_size):
-                idx = order[s:s + cfg.pretrain_batch_size]
-                if idx.numel() < 2 and n >= 2:  # a single-image batch breaks BatchNorm
-                    continue
+            for idx in _epoch_batches(n, cfg.pretrain_batch_size, generator, syn.images.device):
                 loss = F.mse_loss(net(syn.images[idx]), syn.targets[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -305,13 +301,9 @@ class SSLTransfer(Evaluator):
             if epoch == cfg.labelled_pretrain_epochs // 2:  # MultiStepLR(milestones=[epochs // 2], gamma=0.1)
                 for g in opt.param_groups:
                     g["lr"] = cfg.labelled_pretrain_lr * 0.1
-            order = torch.randperm(n, generator=generator, device=generator.device).to(syn.images.device)
             total = torch.zeros((), device=syn.images.device)
             batches = 0
-            for s in range(0, n, cfg.labelled_pretrain_batch_size):
-                idx = order[s:s + cfg.labelled_pretrain_batch_size]
-                if idx.numel() < 2 and n >= 2:  # a single-image batch breaks BatchNorm
-                    continue
+            for idx in _epoch_batches(n, cfg.labelled_pretrain_batch_size, generator, syn.images.device):
                 x = syn.images[idx]
                 if cfg.labelled_pretrain_augment == "dsa":
                     with torch.no_grad():
@@ -564,3 +556,12 @@ class SSLTransfer(Evaluator):
             "teacher_mse": {k: float(np.mean(v)) for k, v in teacher_mse.items()},
             "seconds": time.perf_counter() - t0,
         }
+
+
+def _epoch_batches(n: int, batch_size: int, generator: torch.Generator, device: torch.device):
+    """One shuffled epoch's index batches; a trailing single-image batch is dropped (it breaks BatchNorm)."""
+    order = torch.randperm(n, generator=generator, device=generator.device).to(device)
+    for s in range(0, n, batch_size):
+        idx = order[s:s + batch_size]
+        if idx.numel() >= 2 or n < 2:
+            yield idx
