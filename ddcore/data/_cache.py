@@ -12,7 +12,7 @@ from ddcore.data._decode import decode_all, decode_indices, default_workers, rea
 from ddcore.data._mapped import file_lock
 from ddcore.files import cache_root
 
-__all__ = ["cache_file", "decode_cached", "file_fingerprint"]
+__all__ = ["CachedDecoder", "cache_file", "decode_cached", "file_fingerprint"]
 
 
 def file_fingerprint(path: Path, *, head_bytes: int = 1 << 20) -> str:
@@ -79,3 +79,29 @@ def decode_cached(name: str, items, spec, indices: Optional[np.ndarray], *, enab
         return out, skipped
     images, skipped = _load_full(name, items, spec, enabled=enabled, mmap=mmap and indices is None, **options)
     return (images if indices is None else images[indices]), skipped
+
+
+class CachedDecoder:
+    """:func:`decode_cached` with a source's options (``config.cache``, ``decode_workers``, ``unreadable``; the
+    build's progress switch and log), remembering which file-order indices of each split were skipped as
+    unreadable so that the source can report them (``dropped``)."""
+
+    def __init__(self, config, build) -> None:
+        self.config = config
+        self.build = build
+        self._skipped: dict[str, np.ndarray] = {}
+
+    def decode(self, split: str, plan: tuple, indices: Optional[np.ndarray], *, mmap: bool = False) -> np.ndarray:
+        """The images ``indices`` (all when ``None``) of ``split``; ``plan`` is ``(cache name, items, spec)``."""
+        name, items, spec = plan
+        cfg = self.config
+        images, skipped = decode_cached(
+            name, items, spec, indices, enabled=cfg.cache, workers=cfg.decode_workers, unreadable=cfg.unreadable,
+            progress=bool(getattr(self.build, "progress", False)), log=getattr(self.build, "log", None) or print,
+            mmap=mmap)
+        self._skipped[split] = np.union1d(self._skipped.get(split, np.empty(0, np.int64)), skipped)
+        return images
+
+    def dropped(self, split: str) -> np.ndarray:
+        """File-order indices of ``split`` skipped so far."""
+        return self._skipped.get(split, np.empty(0, np.int64))

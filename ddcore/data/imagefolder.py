@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from ddcore.config import option
-from ddcore.data._cache import decode_cached
+from ddcore.data._cache import CachedDecoder
 from ddcore.data._decode import DecodeSpec, FileItems
 from ddcore.data.source import DecodeConfig, NativeLayout, ProcessedSource, Split, resolve_existing
 from ddcore.data.constants import stats_for_folder
@@ -66,7 +66,7 @@ class ImageFolderSource(ProcessedSource):
         self._lists: dict[str, tuple[list[Path], np.ndarray]] = {}
         self._native: Optional[NativeLayout] = None
         self._plans: dict[str, tuple] = {}
-        self._skipped: dict[str, np.ndarray] = {}
+        self._decoder = CachedDecoder(config, build)
 
     # -- file lists -------------------------------------------------------------------------------------
     def _split_folder(self, split: Split) -> Path:
@@ -158,14 +158,7 @@ class ImageFolderSource(ProcessedSource):
         return self._plans[split]
 
     def _decode(self, split: Split, indices: Optional[np.ndarray], *, mmap: bool = False) -> np.ndarray:
-        name, items, spec = self._decode_plan(split)
-        cfg = self.config
-        images, skipped = decode_cached(
-            name, items, spec, indices, enabled=cfg.cache, workers=cfg.decode_workers, unreadable=cfg.unreadable,
-            progress=bool(getattr(self.build, "progress", False)), log=getattr(self.build, "log", None) or print,
-            mmap=mmap)
-        self._skipped[split] = np.union1d(self._skipped.get(split, np.empty(0, np.int64)), skipped)
-        return images
+        return self._decoder.decode(split, self._decode_plan(split), indices, mmap=mmap)
 
     def read_images(self, split: Split, indices: Optional[np.ndarray]) -> np.ndarray:
         return self._decode(split, indices)
@@ -174,7 +167,7 @@ class ImageFolderSource(ProcessedSource):
         return self._decode(split, None, mmap=True)
 
     def dropped(self, split: Split) -> np.ndarray:
-        return self._skipped.get(split, np.empty(0, np.int64))
+        return self._decoder.dropped(split)
 
     def data_key(self, split: Split) -> Optional[str]:
         return self._decode_plan(split)[0]

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from ddcore.config import option
-from ddcore.data._cache import decode_cached, file_fingerprint
+from ddcore.data._cache import CachedDecoder, file_fingerprint
 from ddcore.data._decode import BlobItems, DecodeSpec
 from ddcore.data.source import DecodeConfig, NativeLayout, ProcessedSource, Split, resolve_existing
 from ddcore.data.constants import stats_for_folder
@@ -129,7 +129,7 @@ class NpzSource(ProcessedSource):
             raise DataError(f"data source 'npz': path {str(self.folder)!r} is not a folder")
         self._native: Optional[NativeLayout] = None
         self._files: dict[str, list[Path]] = {}
-        self._skipped: dict[str, np.ndarray] = {}
+        self._decoder = CachedDecoder(config, build)
 
     # -- files --------------------------------------------------------------------------------------------
     def files(self, split: Split) -> list[Path]:
@@ -221,7 +221,7 @@ class NpzSource(ProcessedSource):
             parts = [self._array(path, "x") for path in paths]
             images = parts[0] if len(parts) == 1 else np.concatenate(parts)
             return images if indices is None else images[indices]
-        return self._read_encoded(split, paths, indices)
+        return self._read_encoded(split, indices)
 
     def _encoded_plan(self, split: Split) -> tuple[str, BlobItems, DecodeSpec]:
         paths = self.files(split)
@@ -235,25 +235,17 @@ class NpzSource(ProcessedSource):
                           where="data source 'npz'")
         return name, BlobItems(tuple(str(p) for p in paths), counts, stamps), spec
 
-    def _read_encoded(self, split: Split, paths: list[Path], indices: Optional[np.ndarray], *,
-                      mmap: bool = False) -> np.ndarray:
-        name, items, spec = self._encoded_plan(split)
-        cfg = self.config
-        images, skipped = decode_cached(
-            name, items, spec, indices, enabled=cfg.cache, workers=cfg.decode_workers, unreadable=cfg.unreadable,
-            progress=bool(getattr(self.build, "progress", False)), log=getattr(self.build, "log", None) or print,
-            mmap=mmap)
-        self._skipped[split] = np.union1d(self._skipped.get(split, np.empty(0, np.int64)), skipped)
-        return images
+    def _read_encoded(self, split: Split, indices: Optional[np.ndarray], *, mmap: bool = False) -> np.ndarray:
+        return self._decoder.decode(split, self._encoded_plan(split), indices, mmap=mmap)
 
     def read_all(self, split: Split) -> np.ndarray:
         paths = self.files(split)
         if self._layout(paths[0]) == "decoded":
             return self.read_images(split, None)
-        return self._read_encoded(split, paths, None, mmap=True)
+        return self._read_encoded(split, None, mmap=True)
 
     def dropped(self, split: Split) -> np.ndarray:
-        return self._skipped.get(split, np.empty(0, np.int64))
+        return self._decoder.dropped(split)
 
     def data_key(self, split: Split) -> Optional[str]:
         paths = self.files(split)
