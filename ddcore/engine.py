@@ -169,7 +169,8 @@ class Run:
         return self
 
     def _check_compile(self) -> None:
-        """``[run] compile`` against objectives that need double backward: 'auto' stays eager, 'on' is an error.
+        """``[run] compile`` against objectives that need double backward: 'auto' runs the step networks eagerly
+        (``HotPath.first_order`` passes stay compiled), 'on' is an error.
 
         ``precision = "auto"`` resolves to bf16 only if every objective is ``bf16_safe`` (measured to keep its
         accuracy under bf16 autocast); otherwise it stays fp32."""
@@ -185,6 +186,7 @@ class Run:
                 f"'on' cannot run objective {needs[0]!r}: it differentiates through the network's gradients "
                 "(double backward), which torch.compile does not support; expected 'off' or 'auto'",
                 file=self.recipe.file, key="run.compile")
+        # eager for the passes that are differentiated twice; the first-order ones keep compiled code
         self.hot_path = attrs.evolve(self.hot_path, compile=False)
         self.build_ctx.hot_path = self.hot_path
 

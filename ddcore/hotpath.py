@@ -40,12 +40,16 @@ class HotPath:
     :ivar channels_last: step networks and image batches in ``torch.channels_last`` memory format.
     :ivar real_chunk: most real images per no-grad forward of a batch-independent net (0 = whole batch).
     :ivar compile: step networks' ``forward_all`` run through ``torch.compile`` (see :func:`compile_backbone`).
+    :ivar compile_first_order: passes that are differentiated once at most run compiled through
+        :meth:`first_order`, also when ``compile`` is off because an objective needs double backward (gradient
+        matching's real side).
     :ivar precision: the step's arithmetic, ``"fp32"``, ``"bf16"`` (autocast of the objective terms) or ``"tf32"``.
     """
 
     channels_last: bool = False
     real_chunk: int = 0
     compile: bool = False
+    compile_first_order: bool = False
     precision: str = "fp32"
     #: a compile failure is raised (``compile = "on"``) rather than answered by running that class eagerly
     strict: bool = True
@@ -60,6 +64,7 @@ class HotPath:
             channels_last=run.channels_last == "on" or (run.channels_last == "auto" and on_cpu),
             real_chunk=(CPU_REAL_CHUNK if on_cpu else 0) if run.real_chunk < 0 else run.real_chunk,
             compile=wants_compile(run.compile, device),
+            compile_first_order=wants_compile(run.compile, device),
             strict=run.compile == "on",
             precision=("bf16" if on_cpu else "fp32") if run.precision == "auto" else run.precision,
         )
@@ -71,6 +76,21 @@ class HotPath:
         if self.compile:
             compile_backbone(net, self.scope, strict=self.strict)
         return net
+
+    def first_order(self, net: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``net``'s forward (logits) for a pass that is differentiated at most once (no ``create_graph``
+        through it): compiled when ``compile_first_order`` is on and ``net`` has ``forward_all``, else ``net``.
+
+        An objective that needs double backward on one side only (gradient matching: the synthetic side) runs
+        its other side through this; the compiled code (scope ``"<scope>:first_order"``) treats the parameters
+        as inputs, so gradients with respect to them flow as through ``net``.
+        """
+        cls = type(net)
+        if not self.compile_first_order or is_compiled(net) or getattr(cls, "forward_all", None) is None:
+            return net
+        scope = f"{self.scope}:first_order"
+        fn = _compiled_forward_all(cls, scope) if self.strict else _forward_or_eager(cls, scope)
+        return lambda x: fn(net, x).logits
 
     def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
         """An image batch in the memory format the prepared networks expect."""

@@ -75,8 +75,8 @@ class RunConfig:
         "(same values up to kernel rounding; the first steps pay the compilation): 'on', 'off', or 'auto' = on "
         "for a CPU with a C++ compiler, where it made the DM and IDM steps faster (docs/benchmarks.md), off "
         "elsewhere. Objectives that differentiate through the network's gradients "
-        "(gradient matching) need double backward, which compiled code lacks: 'auto' then stays eager and 'on' "
-        "is an error. Under 'auto' a backbone whose compiled code fails runs eagerly, with one warning; 'on' "
+        "(gradient matching) need double backward, which compiled code lacks: 'auto' then runs only their "
+        "first-order passes (the real side) compiled and 'on' is an error. Under 'auto' a backbone whose compiled code fails runs eagerly, with one warning; 'on' "
         "raises the error.",
         choices=("auto", "on", "off"))
     repeats: int = option(

@@ -11,7 +11,7 @@ from ddcore import hookimpl
 from ddcore.components import BackboneOutput, Objective
 from ddcore.engine import Run
 from ddcore.errors import RecipeError
-from ddcore.hotpath import HotPath, compile_backbone, is_compiled
+from ddcore.hotpath import HotPath, can_compile, compile_backbone, is_compiled
 from ddcore.models.convnet import ConvNet
 from ddcore.plugins import PluginHost
 from ddcore.recipe import parse_recipe
@@ -94,11 +94,30 @@ def _second_order_run(compile_: str) -> Run:
 
 
 def test_double_backward_objectives_refuse_on_and_stay_eager_on_auto():
+    """... except for their first-order passes (``HotPath.first_order``), which keep the compiled code."""
     with pytest.raises(RecipeError, match=r"run\.compile: 'on' cannot run objective 'second_order'.*double backward"):
         _second_order_run("on").build()
     run = _second_order_run("auto").build()
-    assert run.hot_path == HotPath(channels_last=True, real_chunk=256, compile=False, strict=False)
+    cpu_compiles = can_compile(torch.device("cpu"))
+    assert run.hot_path == HotPath(channels_last=True, real_chunk=256, compile=False,
+                                   compile_first_order=cpu_compiles, strict=False)
     assert run.build_ctx.hot_path is run.hot_path
+    assert _second_order_run("off").build().hot_path.compile_first_order is False
+
+
+def test_first_order_forward_is_compiled_and_gives_eager_gradients():
+    eager, net = convnet(3), convnet(3)
+    assert HotPath(compile_first_order=False).first_order(net) is net
+    forward = HotPath(compile_first_order=True, scope="test-first-order").first_order(net)
+    assert forward is not net and not is_compiled(net)  # the network itself stays eager (double backward)
+    x = torch.randn(6, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    y = torch.tensor([0, 1, 2, 3, 0, 1])
+    graphs = counters["stats"]["unique_graphs"]
+    g_c = torch.autograd.grad(torch.nn.functional.cross_entropy(forward(x), y), list(net.parameters()))
+    assert counters["stats"]["unique_graphs"] > graphs  # it ran compiled code
+    g_e = torch.autograd.grad(torch.nn.functional.cross_entropy(eager(x), y), list(eager.parameters()))
+    for a, b in zip(g_c, g_e):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_scopes_have_their_own_compiled_code():

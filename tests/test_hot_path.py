@@ -81,11 +81,12 @@ def test_cpu_defaults_and_overrides():
 
     # before build(): precision "auto" is bf16 on a CPU until the objectives are checked (tests/test_precision.py)
     default = run()
-    assert default.hot_path == HotPath(channels_last=True, real_chunk=256, compile=can_compile(torch.device("cpu")),
-                                      strict=False, precision="bf16")
+    cpu_compiles = can_compile(torch.device("cpu"))
+    assert default.hot_path == HotPath(channels_last=True, real_chunk=256, compile=cpu_compiles,
+                                      compile_first_order=cpu_compiles, strict=False, precision="bf16")
     forced = run(real_chunk=0, channels_last="off", compile="auto", precision="fp32")
-    assert forced.hot_path == HotPath(channels_last=False, real_chunk=0, compile=can_compile(torch.device("cpu")),
-                                     strict=False)
+    assert forced.hot_path == HotPath(channels_last=False, real_chunk=0, compile=cpu_compiles,
+                                     compile_first_order=cpu_compiles, strict=False)
     assert run(real_chunk=64).hot_path.real_chunk == 64
     with pytest.raises(RecipeError, match="real_chunk"):
         parse_recipe(tiny_recipe(run={"real_chunk": -2}))
@@ -98,11 +99,12 @@ def test_cpu_defaults_and_overrides():
 def test_auto_switches_per_device():
     """'auto' / -1 are decided by the device: the CPU measurements do not carry over to other devices."""
     cfg = parse_recipe(tiny_recipe(run={"compile": "auto"})).run
-    assert HotPath.resolve(cfg, torch.device("cpu")) == HotPath(True, 256, can_compile(torch.device("cpu")), strict=False,
+    cpu_compiles = can_compile(torch.device("cpu"))
+    assert HotPath.resolve(cfg, torch.device("cpu")) == HotPath(True, 256, cpu_compiles, cpu_compiles, strict=False,
                                                                 precision="bf16")
     assert HotPath.resolve(cfg, torch.device("cuda")) == HotPath(False, 0, False, strict=False)
     forced = parse_recipe(tiny_recipe(run={"compile": "on", "channels_last": "on", "real_chunk": 32})).run
-    assert HotPath.resolve(forced, torch.device("cuda")) == HotPath(True, 32, True, strict=True)
+    assert HotPath.resolve(forced, torch.device("cuda")) == HotPath(True, 32, True, True, strict=True)
 
 
 def test_chunked_step_matches_whole_batch_step(tmp_path, monkeypatch):

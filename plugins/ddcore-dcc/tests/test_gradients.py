@@ -63,3 +63,24 @@ def test_unequal_class_sizes_are_rejected(tiny_net):
     x, y = _batch()
     with pytest.raises(ValueError, match="multiple"):
         class_grads(tiny_net(), x[:-1], y[:-1], 3)
+
+
+@pytest.mark.parametrize("method", ["loop", "batched_autograd"])
+def test_a_substitute_forward_computes_the_real_side(tiny_net, method):
+    """``forward`` (e.g. ``HotPath.first_order``'s compiled code) replaces ``net(x)``, first order only."""
+    x, y = _batch()
+    net = tiny_net()
+    rows = []
+
+    def forward(inp):
+        rows.append(inp.shape[0])
+        return net(inp)
+
+    got = class_grads(net, x, y, 3, method=method, forward=forward)
+    assert sum(rows) == x.shape[0]
+    for a, b in zip(got, class_grads(net, x, y, 3, method=method)):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(mean_grad(net, x, y, forward=forward), mean_grad(net, x, y)):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="first-order"):
+        class_grads(net, x, y, 3, method=method, forward=forward, create_graph=True)

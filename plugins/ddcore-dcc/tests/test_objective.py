@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from ddcore.errors import RecipeError
+from ddcore.hotpath import HotPath
 from ddcore.types import RealBatch, SynBatch
 from ddcore_dcc.objective import GradientMatch, GradientMatchConfig, warmup_active
 
@@ -157,3 +158,31 @@ def test_uniform_real_batches_are_rejected(dcc, tiny_net):
     ctx = dcc.make_ctx(dcc.StubBuild(3), real, syn, [tiny_net()])
     with pytest.raises(RecipeError, match="per_class"):
         GradientMatch(GradientMatchConfig(), dcc.StubBuild(3))(ctx)
+
+
+@pytest.mark.parametrize("matching", ["class_wise", "class_collective"])
+def test_the_real_side_runs_the_compiled_first_order_forward(dcc, tiny_net, matching):
+    """With ``HotPath.compile_first_order`` the real gradients come from compiled code (the synthetic side's double
+    backward stays eager) and the loss and image gradients equal the eager step's."""
+    from torch._dynamo.utils import counters
+
+    g = torch.Generator().manual_seed(1)
+    real = RealBatch(images=torch.randn(12, 3, 8, 8, generator=g), labels=torch.arange(3).repeat_interleave(4),
+                     indices=torch.arange(12), per_class=4)
+    syn_images = torch.randn(6, 3, 8, 8, generator=g)
+    cfg = GradientMatchConfig(matching=matching, warmup_outer=0)
+    results = []
+    for compiled in (False, True):
+        build = dcc.StubBuild(3)
+        build.hot_path = HotPath(compile_first_order=compiled, scope=f"test-gm-{matching}")
+        images = syn_images.clone().requires_grad_(True)
+        syn = SynBatch(images=images, labels=torch.arange(3).repeat_interleave(2))
+        ctx = dcc.make_ctx(build, real, syn, [tiny_net()], sampler_info={"outer": 0, "inner": 0})
+        graphs = counters["stats"]["unique_graphs"]
+        loss = GradientMatch(cfg, build)(ctx)
+        assert (counters["stats"]["unique_graphs"] > graphs) == compiled
+        loss.backward()
+        results.append((loss.detach(), images.grad))
+    (loss_e, grad_e), (loss_c, grad_c) = results
+    torch.testing.assert_close(loss_c, loss_e, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(grad_c, grad_e, rtol=1e-3, atol=1e-5)

@@ -21,7 +21,7 @@ sampler freezes BatchNorm statistics exactly for this reason, as the official co
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Callable, Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -33,14 +33,19 @@ METHODS: tuple[str, ...] = ("vmap", "batched_autograd", "loop")
 
 def class_grads(
     net: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, *, method: Method = "vmap",
-    create_graph: bool = False,
+    create_graph: bool = False, forward: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
 ) -> list[torch.Tensor]:
     """Per-class gradients ``[C, *p.shape]`` for every ``p`` in ``net.parameters()`` (same order).
 
     :param x: ``[C*n, ...]`` class-major inputs (rows ``c*n:(c+1)*n`` belong to class ``c``).
     :param y: ``[C*n]`` int64 labels, or ``[C*n, K]`` soft labels, in the same layout.
     :param create_graph: keep the graph so the gradients can be differentiated w.r.t. ``x``.
+    :param forward: computes ``net``'s logits in its place (``"loop"``, ``"batched_autograd"``), e.g. its compiled
+        first-order forward (``HotPath.first_order``); not with ``create_graph``.
     """
+    if forward is not None and create_graph:
+        raise ValueError("class_grads: a substitute forward is for first-order passes; not with create_graph")
+    forward = forward or net
     n_total = x.shape[0]
     if n_total % num_classes:
         raise ValueError(f"class_grads: {n_total} rows are not a multiple of {num_classes} classes")
@@ -49,7 +54,7 @@ def class_grads(
         return _vmap_grads(net, x, y, num_classes, n)
     params = [p for p in net.parameters()]
     if method == "batched_autograd":
-        losses = F.cross_entropy(net(x), y, reduction="none").view(num_classes, n).mean(1)
+        losses = F.cross_entropy(forward(x), y, reduction="none").view(num_classes, n).mean(1)
         eye = torch.eye(num_classes, device=losses.device, dtype=losses.dtype)
         grads = torch.autograd.grad(losses, params, grad_outputs=eye, is_grads_batched=True,
                                     create_graph=create_graph)
@@ -58,7 +63,7 @@ def class_grads(
         per_class = []
         for c in range(num_classes):
             sl = slice(c * n, (c + 1) * n)
-            loss = F.cross_entropy(net(x[sl]), y[sl])
+            loss = F.cross_entropy(forward(x[sl]), y[sl])
             per_class.append(torch.autograd.grad(loss, params, create_graph=create_graph))
         return [torch.stack([g[i] for g in per_class]) for i in range(len(params))]
     raise ValueError(f"class_grads: unknown method {method!r}; expected one of {', '.join(METHODS)}")
@@ -81,9 +86,11 @@ def _vmap_grads(net: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: i
 
 
 def mean_grad(net: nn.Module, x: torch.Tensor, y: torch.Tensor, *, create_graph: bool = False,
-              logits: torch.Tensor | None = None) -> list[torch.Tensor]:
-    """Gradient of one mean CE over all rows (``logits`` may be a precomputed ``net(x)`` to reuse a forward)."""
+              logits: torch.Tensor | None = None,
+              forward: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> list[torch.Tensor]:
+    """Gradient of one mean CE over all rows (``logits`` may be a precomputed ``net(x)`` to reuse a forward;
+    ``forward`` computes ``net``'s logits in its place, as in :func:`class_grads`)."""
     params = [p for p in net.parameters()]
-    out = net(x) if logits is None else logits
+    out = (forward or net)(x) if logits is None else logits
     loss = F.cross_entropy(out, y)
     return list(torch.autograd.grad(loss, params, create_graph=create_graph))

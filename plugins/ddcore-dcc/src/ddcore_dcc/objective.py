@@ -137,9 +137,12 @@ class GradientMatch(Objective):
         k = ctx.num_classes
         collective = self.collective(ctx.sampler_info)
         syn = ctx.syn
+        # the real side is differentiated once: compiled code where the run compiles (the synthetic side's
+        # create_graph needs eager code)
+        first_order = ctx.build.hot_path.first_order(net)
         if collective:
             # real: class-average of per-class mean-CE gradients == mean CE over the equal-per-class batch
-            g_real = [g.detach() for g in mean_grad(net, real.images, real.labels)]
+            g_real = [g.detach() for g in mean_grad(net, real.images, real.labels, forward=first_order)]
             logits = ctx.outputs(net, "syn").logits  # memoised: other terms (e.g. covariance) share this forward
             g_syn = mean_grad(net, syn.images, syn.labels, create_graph=True, logits=logits)
             loss = self.distance(g_syn, g_real)
@@ -148,7 +151,8 @@ class GradientMatch(Objective):
             method = self.config.real_grads
             if method == "auto":
                 method = "vmap" if real.images.device.type == "cuda" else "loop"
-            g_real = [g.detach() for g in class_grads(net, real.images, real.labels, k, method=method)]
+            g_real = [g.detach() for g in class_grads(net, real.images, real.labels, k, method=method,
+                                                      forward=None if method == "vmap" else first_order)]
             syn_method = "vmap" if method == "vmap" else "loop"
             g_syn = class_grads(net, syn.images, syn.labels, k, method=syn_method, create_graph=True)
             loss = self.distance(g_syn, g_real, batched=True)
