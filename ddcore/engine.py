@@ -817,7 +817,8 @@ def _cpu_name() -> str:
                 break
     except OSError:
         pass
-    return f"{name}, {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    return f"{name}, {threads} thread{'' if threads == 1 else 's'}"
 
 
 def _command_line() -> Optional[str]:
