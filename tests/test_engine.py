@@ -29,7 +29,8 @@ def test_artefacts_of_a_run(tmp_path):
     assert manifest["storage_floats"] == 10 * 2 * 64 and manifest["storage_images"] == 20.0
     assert any(p["distribution"] == "ddcore" for p in manifest["plugins"])
     # the tiny recipe's switches as resolved on the CPU (compile forced off, the others "auto")
-    assert manifest["hot_path"] == {"channels_last": True, "real_chunk": 256, "compile": False, "strict": False,
+    assert manifest["hot_path"] == {"channels_last": True, "real_chunk": 256, "compile": False,
+                                   "compile_first_order": False, "strict": False,
                                    "precision": "fp32"}  # "auto": moment matching is not bf16_safe
     metrics = res.metrics()
     assert [m["step"] for m in metrics] == [2, 4]
