@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from ddcore.errors import RecipeError
+from ddcore.hotpath import can_compile
 from ddcore.plugins import get_host
 from ddcore.recipe import load_recipe, validate
 from ddcore.testing import require_datasets, run_recipe, tiny_recipe
@@ -103,4 +105,6 @@ def test_gradient_matching_refuses_compile_on_and_stays_eager_on_auto(tmp_path):
     recipe["run"].update(compile="auto", iterations=2)
     res = run_recipe(recipe, tmp_path, out_name="auto")
     assert not res.run.hot_path.compile and res.run.hot_path.channels_last
+    # ... while the real side's once-differentiated passes run compiled where the CPU can compile
+    assert res.run.hot_path.compile_first_order is can_compile(torch.device("cpu"))
     assert res.run.build_ctx.hot_path is res.run.hot_path  # what the components prepare their nets with
