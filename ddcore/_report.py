@@ -8,7 +8,8 @@ Inputs are run directories (a plain run or a ``repeats`` run) or *result files*:
 A result file (``"format": "ddcore-result/1"``) holds the recipe name and file, dataset, IPC, iterations, sets ×
 networks, ours (pooled mean ± std and per-set means), the same-budget baselines, the paper's value, the wall
 time and device, the settings that differ from the recipe file at the same IPC (e.g. a shortened schedule), and
-the accuracy-vs-step curve of runs that evaluated periodically.
+the accuracy-vs-step curve of runs that evaluated periodically, and the seed and evaluation protocol that decide
+which runs of different recipes compare network by network.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 
 from ddcore.errors import UserError
 
-__all__ = ["FORMAT", "collect", "load_result", "precision_pairs", "render_markdown", "render_plot", "result_name", "summarize_run"]
+__all__ = ["FORMAT", "collect", "load_result", "method_pairs", "precision_pairs", "render_markdown", "render_plot", "result_name", "summarize_run"]
 
 FORMAT = "ddcore-result/1"
 DEFAULT_RESULTS = Path("docs/results")
@@ -177,7 +178,40 @@ def summarize_run(run_dir: Path) -> dict[str, Any]:
         "command": manifest.get("command"),
         "deviations": _recipe_deviations(manifest.get("recipe"), recipe.raw, recipe.ipc),
         "curve": _pool_curve(records),
+        # what makes two recipes' runs comparable network by network: the seed and the evaluation protocol
+        "seed": recipe.seed,
+        "evaluation": _evaluation_protocol(recipe),
     }
+
+
+#: evaluator options that are not the protocol: the network count has its own column; the rest say how the same
+#: networks are trained (batched or one by one, compiled or not), not which ones or on what
+_NOT_PROTOCOL = frozenset({"num_models", "baselines", "compile", "parallel", "max_parallel", "test_batch_size"})
+
+
+def _evaluation_protocol(recipe) -> dict[str, Any]:
+    """The evaluator and its options, less the network count (a report column of its own) and the baselines."""
+    def resolved(kind: str, ref) -> dict[str, Any]:
+        # defaults filled in, so a recipe that spells a default out compares equal to one that leaves it implied
+        options = dict(ref.options or {})
+        try:
+            import attrs
+
+            from ddcore.plugins import get_host
+
+            options = attrs.asdict(get_host().registry.get(kind, ref.name).structure(options), recurse=True)
+        except Exception:  # noqa: BLE001 - a plugin missing here: the recipe's own spelling still compares
+            pass
+        return {"name": ref.name, **json.loads(json.dumps(dict(sorted(options.items())), default=str))}
+
+    if recipe.eval is None:
+        return {}
+    protocol = {k: v for k, v in resolved("evaluator", recipe.eval).items() if k not in _NOT_PROTOCOL}
+    protocol["backbone"] = resolved("backbone", recipe.backbone)  # what the evaluated networks are built from
+    if protocol.get("augment", True) and not protocol.get("augment_strategy"):
+        # the evaluator then trains with the run's own siamese augmentations: they are part of the protocol
+        protocol["siamese"] = [resolved("augmentation", a) for a in recipe.augment]
+    return protocol
 
 
 #: deviations the result name already spells (sets x nets, iterations)
@@ -331,6 +365,21 @@ def render_markdown(results: list[dict[str, Any]], *, title: str = "Results", pl
                 f"| {p['recipe']} | {p['dataset']} | {p['ipc']} | {p['step']} | {p['nets']} | "
                 f"{_pm(p['fp32'][0], p['fp32'][1])} | {_pm(p['bf16'][0], p['bf16'][1])} | {p['difference']:+.2f} | "
                 f"{paired} | {p['spread']:.2f} | {'yes' if p['inside'] else '**no**'} |")
+    methods = method_pairs(results)
+    if methods:
+        lines += ["", "## Methods against each other, same seeds", "",
+                  "Runs of two recipes with the same dataset, IPC, seed, sets × nets, arithmetic and evaluation "
+                  "protocol, compared at each step both evaluated: the evaluation networks are the same ones, so "
+                  "\"paired\" (the mean ± std of the per-network differences B − A) and \"B better\" (networks "
+                  "where B scored higher) measure the methods rather than the draw.",
+                  "", "| dataset | IPC | step | nets | A | B | A acc. | B acc. | B − A | paired | B better |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for p in methods:
+            paired = _pm(p["paired_mean"], p["paired_std"]) if p["paired_mean"] is not None else "—"
+            wins = f"{p['wins']} of {p['nets']}" if p["wins"] is not None else "—"
+            lines.append(
+                f"| {p['dataset']} | {p['ipc']} | {p['step']} | {p['nets']} | {p['a']} | {p['b']} | "
+                f"{_pm(*p['a_acc'])} | {_pm(*p['b_acc'])} | {p['difference']:+.2f} | {paired} | {wins} |")
     sources = sorted({r["paper"]["source"] for r in results if r.get("paper")})
     if sources:
         lines += ["", "Paper values: " + "; ".join(sources) + "."]
@@ -371,6 +420,41 @@ def precision_pairs(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "spread": spread, "inside": abs(cb["mean"] - cf["mean"]) <= spread,
                 })
     return sorted(out, key=lambda p: (p["recipe"], str(p["dataset"]), p["ipc"] or 0, p["step"]))
+
+
+def method_pairs(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Runs of two different recipes that share the dataset, IPC, seed, sets × nets, arithmetic and evaluation
+    protocol, compared at every step both evaluated: the evaluation networks are then the same ones, so the
+    per-network differences measure the methods, not the draw (e.g. DM + IID against DM, DCC against DC)."""
+    def setting(r: dict[str, Any]) -> Optional[str]:
+        if r.get("evaluation") is None or r.get("seed") is None or not r.get("iterations"):
+            return None  # result files from before the protocol was recorded, and baselines-only runs
+        return json.dumps([r["dataset"], r.get("ipc"), r["seed"], r["sets"], r["models_per_set"], _precision(r),
+                           r["evaluation"]], sort_keys=True)
+
+    out = []
+    ordered = sorted(results, key=lambda r: r["recipe"])
+    for i, a in enumerate(ordered):
+        for b in ordered[i + 1:]:
+            if a["recipe"] == b["recipe"] or setting(a) is None or setting(a) != setting(b):
+                continue
+            a_curve = {c["step"]: c for c in a.get("curve") or []}
+            for cb in b.get("curve") or []:
+                ca = a_curve.get(cb["step"])
+                if ca is None or ca["num_models"] != cb["num_models"]:
+                    continue
+                va, vb = ca.get("values"), cb.get("values")
+                diffs = [y - x for x, y in zip(va, vb)] if va and vb and len(va) == len(vb) else None
+                out.append({
+                    "a": a["recipe"], "b": b["recipe"], "dataset": a["dataset"], "ipc": a.get("ipc"),
+                    "step": cb["step"], "nets": cb["num_models"], "precision": _precision(a),
+                    "a_acc": (ca["mean"], ca["std"]), "b_acc": (cb["mean"], cb["std"]),
+                    "difference": cb["mean"] - ca["mean"],
+                    "paired_mean": float(np.mean(diffs)) if diffs else None,
+                    "paired_std": float(np.std(diffs)) if diffs else None,
+                    "wins": sum(d > 0 for d in diffs) if diffs else None,
+                })
+    return sorted(out, key=lambda p: (str(p["dataset"]), p["ipc"] or 0, p["a"], p["b"], p["step"]))
 
 
 def render_plot(results: list[dict[str, Any]], path: Path) -> bool:

@@ -293,6 +293,38 @@ def test_bf16_and_fp32_runs_of_one_setting_are_paired_by_step(tmp_path):
     assert "| +0.50 | 0.50 ± 0.00 | 1.00 | yes |" in doc and "| -3.00 | -3.00 ± 0.00 | 1.00 | **no** |" in doc
 
 
+def test_runs_of_two_recipes_pair_network_by_network_when_seed_and_protocol_agree(tmp_path):
+    from ddcore._report import method_pairs, render_markdown, summarize_run
+
+    runs = {}
+    for name, extra in (("base", {}), ("plus", {"eval": {**tiny_recipe()["eval"], "test_batch_size": 100}}),
+                        ("other_eval", {"eval": {**tiny_recipe()["eval"], "epochs": 3}})):
+        recipe = tiny_recipe(name=name, **extra)
+        recipe["eval"]["num_models"] = 2
+        recipe["objective"] = [{"name": "moment_matching", "weight": 2.0 if name == "plus" else 1.0}]
+        out = tmp_path / name
+        assert main(["run", str(_write(tmp_path, recipe)), "--out", str(out), "--no-progress"]) == 0
+        runs[name] = summarize_run(out)
+    base, plus, other = runs["base"], runs["plus"], runs["other_eval"]
+    # how the networks are run (the test batch size) is not the protocol; their epochs are
+    assert base["seed"] == 0 and base["evaluation"] == plus["evaluation"] != other["evaluation"]
+    assert base["evaluation"]["backbone"]["width"] == 16  # defaults filled in: the network is part of it
+    pairs = method_pairs([plus, other, base])
+    assert [(p["a"], p["b"], p["step"], p["nets"]) for p in pairs] == [("base", "plus", 4, 2)]
+    p = pairs[0]
+    diffs = [y - x for x, y in zip(base["curve"][-1]["values"], plus["curve"][-1]["values"])]
+    assert p["difference"] == pytest.approx(plus["ours"]["mean"] - base["ours"]["mean"])
+    assert p["paired_mean"] == pytest.approx(float(np.mean(diffs))) and p["wins"] == sum(d > 0 for d in diffs)
+    # another seed, another arithmetic, or a result file from before the protocol was recorded: no pair
+    assert method_pairs([base, {**plus, "seed": 1}]) == []
+    assert method_pairs([base, {**plus, "precision": "bf16"}]) == []
+    assert method_pairs([base, {k: v for k, v in plus.items() if k != "evaluation"}]) == []
+    assert method_pairs([base, {**base}]) == []  # one recipe against itself is the precision table's business
+    doc = render_markdown([base, plus])
+    assert "## Methods against each other, same seeds" in doc
+    assert f"| base | plus | {base['ours']['mean']:.2f} ± {base['ours']['std']:.2f} |" in doc
+
+
 def test_report_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "bad.json").write_text("{}")
     assert main(["report", str(tmp_path / "bad.json")]) == 2
