@@ -36,15 +36,33 @@ def test_pool_is_trained_once_cached_and_reloaded(pool_build, monkeypatch):
     pool_mod.clear_memo()
     build = pool_build()
     cfg = PoolConfig(size=2, epochs=1, batch=16)
+    tasks = []
+
+    class Task:  # records what the pool reports, as the run's progress display would show it
+        def __init__(self, label, total, unit):
+            self.label, self.total, self.unit, self.done, self.closed = label, total, unit, 0, False
+            tasks.append(self)
+
+        def advance(self, n=1):
+            self.done += n
+
+        def close(self):
+            self.closed = True
+
+    build.progress_task = lambda label, total, *, unit="models": Task(label, total, unit)
     nets = load_or_train_pool(cfg, build)
     assert len(nets) == 2 and all(not p.requires_grad for n in nets for p in n.parameters())
     assert build.train.calls == [16] * 3 * 2  # 48 images, 1 epoch, 2 members
+    # progress moves batch by batch (the ETA of a member trained for hours) and ends complete
+    [task] = tasks
+    assert (task.total, task.unit, task.done, task.closed) == (6, "batches", 6, True) and "2 of 2" in task.label
     assert len(cached_members(cfg, build)) == 2
     assert load_or_train_pool(cfg, build) is nets  # memory: loaded once per process
     # A fresh process (memo cleared) reads the cache instead of training.
     pool_mod.clear_memo()
     monkeypatch.setattr(pool_mod, "train_member", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
     again = load_or_train_pool(cfg, build)
+    assert len(tasks) == 1  # nothing to train: no progress bar
     x = torch.randn(2, 3, 8, 8)
     for a, b in zip(nets, again):
         torch.testing.assert_close(a(x), b(x))

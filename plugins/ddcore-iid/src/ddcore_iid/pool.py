@@ -69,8 +69,9 @@ def _new_member(config: PoolConfig, build, index: int) -> nn.Module:
         return build.make_backbone(config.arch)
 
 
-def train_member(config: PoolConfig, build, index: int) -> nn.Module:
-    """Train pool member ``index`` from scratch on the real training split (CE, SGD, no augmentation)."""
+def train_member(config: PoolConfig, build, index: int, progress=None) -> nn.Module:
+    """Train pool member ``index`` from scratch on the real training split (CE, SGD, no augmentation);
+    ``progress.advance()`` after every batch when given."""
     net = _new_member(config, build, index)
     net.train()
     opt = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
@@ -82,6 +83,8 @@ def train_member(config: PoolConfig, build, index: int) -> nn.Module:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if progress is not None:
+                progress.advance()
     return net
 
 
@@ -105,22 +108,26 @@ def load_or_train_pool(config: PoolConfig, build, log=None) -> list[nn.Module]:
     directory.mkdir(parents=True, exist_ok=True)
     log = log or getattr(build, "log", print)
     nets = []
-    progress = build.progress_task("iid pool", config.size, unit="networks") if hasattr(build, "progress_task") else None
-    for i in range(config.size):
-        path = directory / f"member_{i:04d}.safetensors"
+    paths = [directory / f"member_{i:04d}.safetensors" for i in range(config.size)]
+    to_train = sum(not p.exists() for p in paths)
+    progress = None
+    if to_train and hasattr(build, "progress_task"):
+        # counted in batches: one member is hours of CPU at the official 40 epochs, so the ETA must move within it
+        batches = to_train * config.epochs * -(-len(build.train) // config.batch)
+        progress = build.progress_task(f"iid pool ({to_train} of {config.size} networks to train)", batches,
+                                       unit="batches")
+    for i, path in enumerate(paths):
         if path.exists():
             net = _new_member(config, build, i)
             net.load_state_dict(load_file(str(path), device=str(build.device)))
         else:
             log(f"ddcore-iid: training pretrained pool member {i + 1}/{config.size} ({config.arch.name}, "
                 f"{config.epochs} epochs) -> {path}")
-            net = train_member(config, build, i)
+            net = train_member(config, build, i, progress)
             tmp = path.with_suffix(f".tmp{os.getpid()}")
             save_file({k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}, str(tmp))
             os.replace(tmp, path)
         nets.append(_freeze(net))
-        if progress is not None:
-            progress.advance()
     if progress is not None:
         progress.close()
     _MEMO[memo_key] = nets
