@@ -391,6 +391,26 @@ _PAIRING_FREE = frozenset({"run.precision", "run.iterations", "run.eval_every", 
                            "run.checkpoint_every", "run.progress"})
 
 
+def _common_steps(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
+    """Run ``b`` against run ``a`` at every step both evaluated with as many networks: the two curve points and a
+    summary (accuracies, B − A, and where both hold per-network values, the paired differences and B's wins)."""
+    a_curve = {c["step"]: c for c in a.get("curve") or []}
+    out = []
+    for cb in b.get("curve") or []:
+        ca = a_curve.get(cb["step"])
+        if ca is None or ca["num_models"] != cb["num_models"]:
+            continue
+        va, vb = ca.get("values"), cb.get("values")
+        diffs = [y - x for x, y in zip(va, vb)] if va and vb and len(va) == len(vb) else None
+        out.append({"a": ca, "b": cb, "summary": {
+            "step": cb["step"], "nets": cb["num_models"], "a_acc": (ca["mean"], ca["std"]),
+            "b_acc": (cb["mean"], cb["std"]), "difference": cb["mean"] - ca["mean"],
+            "paired_mean": float(np.mean(diffs)) if diffs else None,
+            "paired_std": float(np.std(diffs)) if diffs else None,
+            "wins": sum(d > 0 for d in diffs) if diffs else None}})
+    return out
+
+
 def precision_pairs(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """bf16 and fp32 runs of one setting (same recipe, dataset, IPC, sets × nets and other changes; the length may
     differ), compared at every step both evaluated: the evidence behind ``precision = "auto"``."""
@@ -403,21 +423,12 @@ def precision_pairs(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for b in (r for r in results if _precision(r) == "bf16"):
         for f in (r for r in fp32 if setting(r) == setting(b)):
-            f_curve = {c["step"]: c for c in f.get("curve") or []}
-            for cb in b.get("curve") or []:
-                cf = f_curve.get(cb["step"])
-                if cf is None or cf["num_models"] != cb["num_models"]:
-                    continue
-                vb, vf = cb.get("values"), cf.get("values")
-                diffs = [x - y for x, y in zip(vb, vf)] if vb and vf and len(vb) == len(vf) else None
-                spread = max(cb["std"], cf["std"])
+            for step in _common_steps(f, b):
+                spread = max(step["a"]["std"], step["b"]["std"])
                 out.append({
-                    "recipe": b["recipe"], "dataset": b["dataset"], "ipc": b.get("ipc"), "step": cb["step"],
-                    "nets": cb["num_models"], "fp32": (cf["mean"], cf["std"]), "bf16": (cb["mean"], cb["std"]),
-                    "difference": cb["mean"] - cf["mean"],
-                    "paired_mean": float(np.mean(diffs)) if diffs else None,
-                    "paired_std": float(np.std(diffs)) if diffs else None,
-                    "spread": spread, "inside": abs(cb["mean"] - cf["mean"]) <= spread,
+                    "recipe": b["recipe"], "dataset": b["dataset"], "ipc": b.get("ipc"), **step["summary"],
+                    "fp32": step["summary"]["a_acc"], "bf16": step["summary"]["b_acc"],
+                    "spread": spread, "inside": abs(step["summary"]["difference"]) <= spread,
                 })
     return sorted(out, key=lambda p: (p["recipe"], str(p["dataset"]), p["ipc"] or 0, p["step"]))
 
@@ -438,22 +449,9 @@ def method_pairs(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for b in ordered[i + 1:]:
             if a["recipe"] == b["recipe"] or setting(a) is None or setting(a) != setting(b):
                 continue
-            a_curve = {c["step"]: c for c in a.get("curve") or []}
-            for cb in b.get("curve") or []:
-                ca = a_curve.get(cb["step"])
-                if ca is None or ca["num_models"] != cb["num_models"]:
-                    continue
-                va, vb = ca.get("values"), cb.get("values")
-                diffs = [y - x for x, y in zip(va, vb)] if va and vb and len(va) == len(vb) else None
-                out.append({
-                    "a": a["recipe"], "b": b["recipe"], "dataset": a["dataset"], "ipc": a.get("ipc"),
-                    "step": cb["step"], "nets": cb["num_models"], "precision": _precision(a),
-                    "a_acc": (ca["mean"], ca["std"]), "b_acc": (cb["mean"], cb["std"]),
-                    "difference": cb["mean"] - ca["mean"],
-                    "paired_mean": float(np.mean(diffs)) if diffs else None,
-                    "paired_std": float(np.std(diffs)) if diffs else None,
-                    "wins": sum(d > 0 for d in diffs) if diffs else None,
-                })
+            for step in _common_steps(a, b):
+                out.append({"a": a["recipe"], "b": b["recipe"], "dataset": a["dataset"], "ipc": a.get("ipc"),
+                            "precision": _precision(a), **step["summary"]})
     return sorted(out, key=lambda p: (str(p["dataset"]), p["ipc"] or 0, p["a"], p["b"], p["step"]))
 
 
