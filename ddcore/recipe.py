@@ -66,7 +66,9 @@ class RunConfig:
         choices=("auto", "on", "off"))
     real_chunk: int = option(
         -1, "Most real images per (no-grad) forward pass of a batch-independent step network (no BatchNorm "
-        "using batch statistics); the outputs are the same and the peak memory drops. -1 = auto: 256 on CPU "
+        "using batch statistics), and per pass of a first-order real gradient that objectives accumulate "
+        "(gradient matching's class-collective side); the outputs are the same up to rounding and the peak "
+        "memory drops. -1 = auto: 256 on CPU "
         "(smaller activations run faster there: docs/benchmarks.md), the whole batch on other devices; "
         "0 = always the whole batch.",
         validator=attrs.validators.ge(-1))

@@ -84,3 +84,28 @@ def test_a_substitute_forward_computes_the_real_side(tiny_net, method):
         torch.testing.assert_close(a, b)
     with pytest.raises(ValueError, match="first-order"):
         class_grads(net, x, y, 3, method=method, forward=forward, create_graph=True)
+
+
+@pytest.mark.parametrize("labels", ["hard", "soft"])
+def test_a_chunked_mean_grad_equals_the_whole_batch(tiny_net, labels):
+    """The class-collective real side in slices (``[run] real_chunk`` on a CPU) is the one mean-CE gradient."""
+    x, y = _batch(per_class=5)  # 15 rows: slices of 4 leave a short last one
+    if labels == "soft":
+        y = torch.softmax(torch.randn(15, 3, generator=torch.Generator().manual_seed(3)), 1)
+    net = tiny_net()
+    rows = []
+
+    def forward(inp):
+        rows.append(inp.shape[0])
+        return net(inp)
+
+    got = mean_grad(net, x, y, forward=forward, chunk=4)
+    assert rows == [4, 4, 4, 3]
+    for a, b in zip(got, mean_grad(net, x, y)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    assert all(a.abs().sum() > 0 for a in got[-2:])
+    rows.clear()
+    mean_grad(net, x, y, forward=forward, chunk=15)  # no slice smaller than the batch: one pass
+    assert rows == [15]
+    with pytest.raises(ValueError, match="first-order"):
+        mean_grad(net, x, y, chunk=4, create_graph=True)

@@ -186,3 +186,31 @@ def test_the_real_side_runs_the_compiled_first_order_forward(dcc, tiny_net, matc
     (loss_e, grad_e), (loss_c, grad_c) = results
     torch.testing.assert_close(loss_c, loss_e, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(grad_c, grad_e, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("norm", ["instance", "batch"])
+def test_the_collective_real_side_runs_in_real_chunk_slices_when_samples_do_not_interact(dcc, tiny_net, norm):
+    """``[run] real_chunk`` slices the class-collective real gradient (same loss); a net in BatchNorm train mode,
+    whose statistics depend on the batch, keeps the whole batch."""
+    g = torch.Generator().manual_seed(4)
+    real = RealBatch(images=torch.randn(12, 3, 8, 8, generator=g), labels=torch.arange(3).repeat_interleave(4),
+                     indices=torch.arange(12), per_class=4)
+    syn_images = torch.randn(6, 3, 8, 8, generator=g)
+    cfg = GradientMatchConfig(matching="class_collective", warmup_outer=0)
+    results = []
+    for chunk in (0, 5):
+        net = tiny_net(norm=norm)
+        rows = []
+        net.register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[0]))
+        images = syn_images.clone().requires_grad_(True)
+        syn = SynBatch(images=images, labels=torch.arange(3).repeat_interleave(2))
+        ctx = dcc.make_ctx(dcc.StubBuild(3), real, syn, [net], sampler_info={"outer": 0, "inner": 0},
+                           real_chunk=chunk)
+        loss = GradientMatch(cfg, dcc.StubBuild(3))(ctx)
+        loss.backward()
+        results.append((loss.detach(), images.grad, rows))
+    (loss_whole, grad_whole, rows_whole), (loss_sliced, grad_sliced, rows_sliced) = results
+    assert rows_whole == [12]  # the real side's passes (the synthetic side runs forward_all)
+    assert rows_sliced == ([5, 5, 2] if norm == "instance" else [12])
+    torch.testing.assert_close(loss_sliced, loss_whole, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(grad_sliced, grad_whole, rtol=1e-3, atol=1e-6)

@@ -87,10 +87,26 @@ def _vmap_grads(net: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: i
 
 def mean_grad(net: nn.Module, x: torch.Tensor, y: torch.Tensor, *, create_graph: bool = False,
               logits: torch.Tensor | None = None,
-              forward: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> list[torch.Tensor]:
+              forward: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, chunk: int = 0) -> list[torch.Tensor]:
     """Gradient of one mean CE over all rows (``logits`` may be a precomputed ``net(x)`` to reuse a forward;
-    ``forward`` computes ``net``'s logits in its place, as in :func:`class_grads`)."""
+    ``forward`` computes ``net``'s logits in its place, as in :func:`class_grads`).
+
+    :param chunk: when ``0 < chunk < len(x)``, accumulate the gradient over slices of that many rows (the same
+        value up to rounding, for a net whose samples do not interact): on a CPU the smaller activations run
+        faster than one pass over every class at once. First-order only.
+    """
     params = [p for p in net.parameters()]
+    if 0 < chunk < x.shape[0] and logits is None:
+        if create_graph:
+            raise ValueError("mean_grad: chunking is for first-order passes; not with create_graph")
+        total = None
+        for start in range(0, x.shape[0], chunk):
+            xs, ys = x[start:start + chunk], y[start:start + chunk]
+            # sum of per-row losses over the whole batch's size: the slices add up to the mean CE
+            loss = F.cross_entropy((forward or net)(xs), ys, reduction="sum") / x.shape[0]
+            grads = torch.autograd.grad(loss, params)
+            total = list(grads) if total is None else [t.add_(g) for t, g in zip(total, grads)]
+        return total
     out = (forward or net)(x) if logits is None else logits
     loss = F.cross_entropy(out, y)
     return list(torch.autograd.grad(loss, params, create_graph=create_graph))

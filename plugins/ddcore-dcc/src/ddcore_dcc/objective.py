@@ -22,6 +22,7 @@ import torch
 
 from ddcore.components import Objective
 from ddcore.config import non_negative, option
+from ddcore.context import batch_independent
 from ddcore.errors import RecipeError
 
 from ddcore_dcc.distances import DISTANCES
@@ -142,7 +143,9 @@ class GradientMatch(Objective):
         first_order = ctx.build.hot_path.first_order(net)
         if collective:
             # real: class-average of per-class mean-CE gradients == mean CE over the equal-per-class batch
-            g_real = [g.detach() for g in mean_grad(net, real.images, real.labels, forward=first_order)]
+            chunk = ctx.real_chunk if batch_independent(net) else 0  # slices would change BatchNorm statistics
+            g_real = [g.detach() for g in mean_grad(net, real.images, real.labels, forward=first_order,
+                                                    chunk=chunk)]
             logits = ctx.outputs(net, "syn").logits  # memoised: other terms (e.g. covariance) share this forward
             g_syn = mean_grad(net, syn.images, syn.labels, create_graph=True, logits=logits)
             loss = self.distance(g_syn, g_real)
