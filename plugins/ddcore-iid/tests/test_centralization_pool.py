@@ -99,3 +99,27 @@ def test_objective_picks_a_member_per_step_and_only_moves_syn(pool_build, step_c
     assert syn.images.grad.abs().sum() > 0
     assert all(p.grad is None for n in term.pool() for p in n.parameters())
     pool_mod.clear_memo()
+
+
+def test_pool_members_train_through_the_runs_compiled_first_order_forward(pool_build, tmp_path):
+    """Where the run compiles first-order passes (a CPU under ``compile = "auto"``), pre-training does too: the
+    same member as the eager one, up to kernel rounding."""
+    from torch._dynamo.utils import counters
+
+    from ddcore.hotpath import HotPath
+
+    members = []
+    for compiled in (False, True):
+        pool_mod.clear_memo()
+        build = pool_build()
+        build.cache_dir = tmp_path / f"cache-{compiled}"
+        build.hot_path = HotPath(compile_first_order=compiled, scope="test-iid-pool")
+        graphs = counters["stats"]["unique_graphs"]
+        [net] = load_or_train_pool(PoolConfig(size=1, epochs=1, batch=16), build)
+        assert (counters["stats"]["unique_graphs"] > graphs) == compiled
+        members.append(net)
+    pool_mod.clear_memo()
+    for a, b in zip(members[0].state_dict().values(), members[1].state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+    x = torch.randn(2, 3, 8, 8)
+    assert not torch.allclose(members[0](x), pool_mod._new_member(PoolConfig(), pool_build(), 0)(x))

@@ -74,12 +74,15 @@ def train_member(config: PoolConfig, build, index: int, progress=None) -> nn.Mod
     ``progress.advance()`` after every batch when given."""
     net = _new_member(config, build, index)
     net.train()
+    # first-order passes: compiled code where the run compiles them (``HotPath.first_order``), else ``net`` itself
+    hot_path = getattr(build, "hot_path", None)
+    forward = hot_path.first_order(net) if hot_path is not None else net
     opt = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     for epoch in range(config.epochs):
         g = torch.Generator(device=build.device)
         g.manual_seed(derive_seed("ddcore_iid.pool.batches", config.seed, index, epoch))
         for batch in build.train.iterate(config.batch, g):
-            loss = F.cross_entropy(net(batch.images), batch.labels)
+            loss = F.cross_entropy(forward(batch.images), batch.labels)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
