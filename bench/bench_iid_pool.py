@@ -49,7 +49,7 @@ def main() -> None:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     for name in sides:
         print(f"{name}: warm-up loss {step(name):.4f}", flush=True)
