@@ -123,28 +123,3 @@ def test_pool_members_train_through_the_runs_compiled_first_order_forward(pool_b
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
     x = torch.randn(2, 3, 8, 8)
     assert not torch.allclose(members[0](x), pool_mod._new_member(PoolConfig(), pool_build(), 0)(x))
-
-
-def test_the_step_runs_pool_members_on_its_hot_path(pool_build, step_ctx, tmp_path):
-    """Members are prepared like the step's networks (``build.prepare_net``): compiled and channels_last where the
-    run is, with the loss and the image gradients of the eager members."""
-    from ddcore.hotpath import HotPath, is_compiled
-
-    results = []
-    for fast in (False, True):
-        pool_mod.clear_memo()
-        build = pool_build()
-        build.cache_dir = tmp_path / "cache"  # one pool for both sides: only how it runs differs
-        if fast:
-            build.hot_path = HotPath(channels_last=True, compile=True, scope="test-iid-members")
-        term = ClassCentralization(ClassCentralizationConfig(pool=PoolConfig(size=2, epochs=1, batch=16)), build)
-        images = torch.randn(6, 3, 8, 8, generator=torch.Generator().manual_seed(5), requires_grad=True)
-        syn = SynBatch(images=images, labels=torch.arange(3).repeat_interleave(2))
-        loss = term(step_ctx(build, None, syn, [], step=0))
-        loss.backward()
-        assert all(is_compiled(n) == fast for n in term.pool())
-        results.append((loss.detach(), images.grad))
-    pool_mod.clear_memo()
-    (loss_e, grad_e), (loss_c, grad_c) = results
-    torch.testing.assert_close(loss_c, loss_e, rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(grad_c, grad_e, rtol=1e-3, atol=1e-6)

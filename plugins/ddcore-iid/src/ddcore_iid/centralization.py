@@ -59,8 +59,7 @@ class ClassCentralization(Objective):
     def pool(self) -> list:
         """The frozen pool, built (trained or read from the cache) on first use and then kept in memory."""
         if self._pool is None:
-            # the step runs the members like its own networks: same memory format, compiled where the run compiles
-            self._pool = [self.build.prepare_net(net) for net in load_or_train_pool(self.config.pool, self.build)]
+            self._pool = load_or_train_pool(self.config.pool, self.build)
         return self._pool
 
     def __call__(self, ctx) -> torch.Tensor:
