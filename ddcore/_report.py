@@ -267,9 +267,12 @@ def collect(inputs: Iterable[Path]) -> list[dict[str, Any]]:
     return out
 
 
-def _pm(mean: Optional[float], std: Optional[float]) -> str:
+def _pm(mean: Optional[float], std: Optional[float], num_models: Optional[int] = None) -> str:
     if mean is None or not math.isfinite(mean):
         return "—"
+    if num_models == 1:
+        # the std of one network is 0 by construction: "± 0.00" would read as a precise result
+        return f"{mean:.2f} (1 net, no ±)"
     return f"{mean:.2f} ± {std:.2f}" if std is not None else f"{mean:.2f}"
 
 
@@ -324,7 +327,7 @@ def render_markdown(results: list[dict[str, Any]], *, title: str = "Results", pl
                    if k not in NAMED_DEVIATIONS]
         lines.append(
             f"| {r['recipe']} | {r['dataset']} | {r.get('ipc', '—')} | {its} | {sets} | {', '.join(changed) or '—'} | "
-            f"{_pm(ours['mean'], ours['std'])} | {_pm(paper['mean'], paper['std']) if paper else '—'} | {diff} | "
+            f"{_pm(ours['mean'], ours['std'], ours.get('num_models'))} | {_pm(paper['mean'], paper['std']) if paper else '—'} | {diff} | "
             f"{_duration(r.get('wall_s'))} | {_device(r)} |")
     notes = []
     for r in results:
@@ -333,7 +336,7 @@ def render_markdown(results: list[dict[str, Any]], *, title: str = "Results", pl
         if devs:
             items.append("differs from the recipe: " + ", ".join(f"`{k}` = {v[0]} (recipe: {v[1]})"
                                                                 for k, v in devs.items()))
-        items += [f"{k} baseline {_pm(v['mean'], v['std'])}" for k, v in (r.get("baselines") or {}).items()]
+        items += [f"{k} baseline {_pm(v['mean'], v['std'], v.get('num_models'))}" for k, v in (r.get("baselines") or {}).items()]
         if len(r.get("per_set") or []) > 1:
             items.append("per-set means " + ", ".join(f"{m:.2f}" for m in r["per_set"]))
         if r.get("command"):
@@ -349,7 +352,7 @@ def render_markdown(results: list[dict[str, Any]], *, title: str = "Results", pl
             lines += [f"![accuracy against step]({plot})", ""]
         for r in curves:
             lines.append(f"**{r['recipe']}, IPC {r.get('ipc')}**: " + ", ".join(
-                f"{c['step']}: {c['mean']:.2f} ± {c['std']:.2f}" for c in r["curve"]))
+                f"{c['step']}: {_pm(c['mean'], c['std'], c.get('num_models'))}" for c in r["curve"]))
             lines.append("")
     pairs = precision_pairs(results)
     if pairs:

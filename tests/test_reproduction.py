@@ -262,6 +262,23 @@ def test_a_bf16_row_says_so_and_never_shares_a_file_with_fp32(tmp_path, capsys):
     assert ", bf16 |" in render_markdown([explicit]) and result_name(explicit).endswith("-run.precision-bf16.json")
 
 
+def test_a_single_network_shows_no_spread(tmp_path, capsys):
+    from ddcore._report import render_markdown, summarize_run
+
+    recipe = _write(tmp_path, tiny_recipe(paper=PAPER, run={**tiny_recipe()["run"], "eval_every": 2}))
+    assert main(["run", str(recipe), "--out", str(tmp_path / "a"), "--no-progress", "--set", "run.iterations=4"]) == 0
+    one = summarize_run(tmp_path / "a")
+    assert one["ours"]["num_models"] == 1 and one["ours"]["std"] == 0.0
+    doc = render_markdown([one])
+    row = next(line for line in doc.splitlines() if line.startswith("| tiny |"))
+    # the std of one network is 0 by construction and must not read as a precise result
+    assert f"{one['ours']['mean']:.2f} (1 net, no ±)" in row and "± 0.00" not in row and "90.00 ± 0.50" in row
+    curve = next(line for line in doc.splitlines() if line.startswith("**tiny"))
+    assert "(1 net, no ±)" in curve and "± 0.00" not in curve
+    two = {**one, "ours": {**one["ours"], "num_models": 2}}
+    assert f"{one['ours']['mean']:.2f} ± 0.00" in render_markdown([two])
+
+
 def _with_curve(result, precision, values, step=4, **changes):
     curve = [{"step": step, "mean": sum(values) / len(values), "std": float(np.std(values)),
               "num_models": len(values), "values": values}]
