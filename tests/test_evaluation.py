@@ -197,11 +197,16 @@ def test_ensemble_members_equal_sequential_training(host):
     seq_nets, gens, augs = nets_and_streams()
     assert can_vectorize(seq_nets)
     inits = [params_of(n) for n in seq_nets]
+    seq_epochs, ens_epochs = [], []  # the progress callbacks: after every one of the epochs + 1 epochs
     for net, g, aug in zip(seq_nets, gens, augs):
-        train_classifier(net, syn.images, syn.labels, generator=g, augment=aug, **kwargs)
+        train_classifier(net, syn.images, syn.labels, generator=g, augment=aug, on_epoch_end=seq_epochs.append,
+                         **kwargs)
+    assert seq_epochs == list(range(5)) * 3
     ens_nets, gens, augs = nets_and_streams()
     assert all(torch.equal(a, b) for i, n in enumerate(ens_nets) for a, b in zip(inits[i], params_of(n)))
-    ens = train_ensemble(ens_nets, syn.images, syn.labels, generators=gens, augments=augs, **kwargs)
+    ens = train_ensemble(ens_nets, syn.images, syn.labels, generators=gens, augments=augs,
+                         on_epoch_end=ens_epochs.append, **kwargs)
+    assert ens_epochs == list(range(5))
     for seq, vec, init in zip(seq_nets, ens_nets, inits):
         moved = max(float((a - b).abs().max()) for a, b in zip(params_of(seq), init))
         assert moved > 1e-3  # the nets did train

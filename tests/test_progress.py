@@ -72,11 +72,13 @@ def test_a_run_logs_evaluation_progress(tmp_path):
     lines = []
     recipe = tiny_recipe()
     recipe["eval"]["num_models"] = 2
+    epochs = recipe["eval"]["epochs"] + 1  # the reference protocol trains epochs + 1
     run = Run(parse_recipe(recipe), out_dir=tmp_path / "run", device="cpu", progress=True, log=lines.append)
     run.execute()
-    done = [line for line in lines if line.startswith("eval: 2/2 models")]
-    assert len(done) == 2  # the synthetic set, then the random baseline
+    # counted in epochs, so a long network moves the line; it ends at every network's every epoch
+    done = [line for line in lines if line.startswith(f"eval (2 networks): {2 * epochs}/{2 * epochs} epochs")]
+    assert len(done) == 2, lines  # the synthetic set, then the random baseline
     quiet = []
     run = Run(parse_recipe(recipe), out_dir=tmp_path / "quiet", device="cpu", progress=False, log=quiet.append)
     run.execute()
-    assert not [line for line in quiet if line.startswith("eval:")]
+    assert not [line for line in quiet if line.startswith("eval (")]

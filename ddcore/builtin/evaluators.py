@@ -34,7 +34,7 @@ from ddcore.config import non_negative, option, positive
 from ddcore.errors import RecipeError, UserError
 from ddcore.evaluation._concurrent import run_concurrently, split_threads
 from ddcore.evaluation.ensemble import can_vectorize, ensemble_accuracy, train_ensemble
-from ddcore.evaluation.train import LOSSES, evaluate_accuracy, train_classifier
+from ddcore.evaluation.train import LOSSES, epoch_learning_rates, evaluate_accuracy, train_classifier
 from ddcore.hotpath import HotPath, wants_compile
 from ddcore.types import SynBatch
 
@@ -149,7 +149,8 @@ class TrainFromScratch(Evaluator):
                         indices: Optional[Sequence[int]] = None, progress=None) -> list[float]:
         """Accuracies (percent) of models ``indices`` (default: all ``num_models``) of ``arch``, in that order.
 
-        ``progress`` (a :class:`ddcore._progress.TaskProgress`) advances as each network is tested.
+        ``progress`` (a :class:`ddcore._progress.TaskProgress` counting epochs) advances after every training
+        epoch of every network: one network of a long protocol takes most of an hour on a CPU.
         """
         cfg = self.config
         indices = list(range(cfg.num_models)) if indices is None else list(indices)
@@ -160,12 +161,13 @@ class TrainFromScratch(Evaluator):
         )
         test = build.test  # loaded here, not lazily inside worker threads
 
+        def epoch_done(members: int):
+            return None if progress is None else (lambda _epoch: progress.advance(members))
+
         def train_and_test(net, generator, augment) -> float:
-            train_classifier(net, images, labels, generator=generator, augment=augment, **train_kwargs)
-            acc = evaluate_accuracy(net, test, cfg.test_batch_size, limit=cfg.test_limit)
-            if progress is not None:
-                progress.advance()
-            return acc
+            train_classifier(net, images, labels, generator=generator, augment=augment, on_epoch_end=epoch_done(1),
+                             **train_kwargs)
+            return evaluate_accuracy(net, test, cfg.test_batch_size, limit=cfg.test_limit)
 
         accs: list[torch.Tensor | float] = []
         group = cfg.max_parallel or cfg.num_models
@@ -179,11 +181,10 @@ class TrainFromScratch(Evaluator):
             if self._parallel == "vmap" and can_vectorize(nets):
                 ens = train_ensemble(
                     nets, images, labels, generators=gens,
-                    augments=None if augs[0] is None else augs, write_back=False, **train_kwargs,
+                    augments=None if augs[0] is None else augs, write_back=False,
+                    on_epoch_end=epoch_done(len(members)), **train_kwargs,
                 )
                 accs.extend(ensemble_accuracy(ens, test, cfg.test_batch_size, limit=cfg.test_limit).tolist())
-                if progress is not None:
-                    progress.advance(len(members))
                 continue
             jobs = [functools.partial(train_and_test, net, g, aug) for net, g, aug in zip(nets, gens, augs)]
             workers, per_worker = 1, 1
@@ -205,7 +206,9 @@ class TrainFromScratch(Evaluator):
         for arch, i in units:
             by_arch.setdefault(arch, []).append(int(i))
         values = {}
-        with self.build.progress_task("eval", len(units)) as progress:
+        # counted in epochs, so that a log line (or the bar) moves while a network trains
+        epochs = len(epoch_learning_rates(self.config.epochs, self.config.lr))
+        with self.build.progress_task(f"eval ({len(units)} networks)", len(units) * epochs, unit="epochs") as progress:
             for arch, idx in by_arch.items():
                 trained = self._train_and_test(arch, synset.images, labels, loss, seed, indices=idx, progress=progress)
                 for i, v in zip(idx, trained):

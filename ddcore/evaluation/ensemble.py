@@ -109,6 +109,7 @@ def train_ensemble(
     generators: Sequence[torch.Generator],
     loss: str = "ce",
     write_back: bool = True,
+    on_epoch_end: Optional[Callable[[int], None]] = None,
 ) -> Ensemble:
     """Train ``nets`` as one vectorised ensemble; same protocol and arguments as ``train_classifier``.
 
@@ -116,6 +117,7 @@ def train_ensemble(
         batch every step, so it draws its own parameters.
     :param generators: one generator per member, the source of its per-epoch shuffling order.
     :param write_back: copy the trained weights back into ``nets`` (they can then be used one by one).
+    :param on_epoch_end: optional ``f(epoch)`` called after every epoch of the whole ensemble (progress).
     :returns: the trained :class:`Ensemble` (for vectorised evaluation with :func:`ensemble_accuracy`).
     """
     m = len(nets)
@@ -132,7 +134,7 @@ def train_ensemble(
     params = list(ens.params.values())
     optimizer: Optional[torch.optim.Optimizer] = None
     current_lr = None
-    for ep_lr in epoch_learning_rates(epochs, lr, decay_at_half):
+    for ep, ep_lr in enumerate(epoch_learning_rates(epochs, lr, decay_at_half)):
         if ep_lr != current_lr:  # a fresh optimizer (momentum reset), as the sequential protocol does
             optimizer = torch.optim.SGD(params, lr=ep_lr, momentum=momentum, weight_decay=weight_decay)
             current_lr = ep_lr
@@ -148,6 +150,8 @@ def train_ensemble(
             optimizer.zero_grad(set_to_none=True)
             losses.sum().backward()
             optimizer.step()
+        if on_epoch_end is not None:
+            on_epoch_end(ep)
     if write_back:
         ens.write_back(nets)
     return ens

@@ -90,6 +90,7 @@ def train_classifier(
     generator: torch.Generator,
     loss: str = "ce",
     on_epoch_start: Optional[Callable[[int, torch.optim.Optimizer], None]] = None,
+    on_epoch_end: Optional[Callable[[int], None]] = None,
 ) -> nn.Module:
     """Train ``net`` in place on ``(images, labels)`` with the reference protocol and return it.
 
@@ -101,6 +102,7 @@ def train_classifier(
     :param generator: the source of the per-epoch shuffling (``torch.randperm``), on the images' device.
     :param loss: see :func:`classification_loss`.
     :param on_epoch_start: optional ``f(epoch, optimizer)`` called before every epoch (tests, progress).
+    :param on_epoch_end: optional ``f(epoch)`` called after every epoch (progress).
     """
     n = int(images.shape[0])
     if n == 0:
@@ -129,6 +131,8 @@ def train_classifier(
             optimizer.zero_grad(set_to_none=True)
             batch_loss.backward()
             optimizer.step()
+        if on_epoch_end is not None:
+            on_epoch_end(ep)
     return net
 
 
