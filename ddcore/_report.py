@@ -325,10 +325,11 @@ def render_markdown(results: list[dict[str, Any]], *, title: str = "Results", pl
         # settings the other columns do not show: a row run under another protocol must not pass for the recipe's
         changed = [f"`{k}` = {_short(v[0])}" for k, v in (r.get("deviations") or {}).items()
                    if k not in NAMED_DEVIATIONS]
+        ours_text = _pm(ours["mean"], ours["std"], ours.get("num_models"))
+        paper_text = _pm(paper["mean"], paper["std"]) if paper else "—"
         lines.append(
             f"| {r['recipe']} | {r['dataset']} | {r.get('ipc', '—')} | {its} | {sets} | {', '.join(changed) or '—'} | "
-            f"{_pm(ours['mean'], ours['std'], ours.get('num_models'))} | {_pm(paper['mean'], paper['std']) if paper else '—'} | {diff} | "
-            f"{_duration(r.get('wall_s'))} | {_device(r)} |")
+            f"{ours_text} | {paper_text} | {diff} | {_duration(r.get('wall_s'))} | {_device(r)} |")
     notes = []
     for r in results:
         items = []
@@ -336,7 +337,8 @@ def render_markdown(results: list[dict[str, Any]], *, title: str = "Results", pl
         if devs:
             items.append("differs from the recipe: " + ", ".join(f"`{k}` = {v[0]} (recipe: {v[1]})"
                                                                 for k, v in devs.items()))
-        items += [f"{k} baseline {_pm(v['mean'], v['std'], v.get('num_models'))}" for k, v in (r.get("baselines") or {}).items()]
+        items += [f"{k} baseline {_pm(v['mean'], v['std'], v.get('num_models'))}"
+                  for k, v in (r.get("baselines") or {}).items()]
         if len(r.get("per_set") or []) > 1:
             items.append("per-set means " + ", ".join(f"{m:.2f}" for m in r["per_set"]))
         if r.get("command"):
